@@ -1,0 +1,5 @@
+"""DeepOBS test problems in PyTorch, faithful to the original TensorFlow 1 semantics."""
+from deepobs.problems import PROBLEMS, Problem, UnknownProblemError, get_problem
+
+__version__ = "0.1.0"
+__all__ = ["PROBLEMS", "Problem", "UnknownProblemError", "get_problem"]

@@ -1,0 +1,99 @@
+"""Layers and initialisers that reproduce TF1 semantics in PyTorch.
+
+Each initialiser is named after the TF1 initialiser it reproduces. Kernels use
+PyTorch layouts (conv OIHW, linear [out, in]); fan-in/fan-out are the same
+numbers TF computes from HWIO / [in, out].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# TF1's VarianceScaling(distribution="truncated_normal") divides the std by the
+# std of a unit normal truncated at +-2, so the truncated draw has the target std.
+TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
+
+
+def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF 'SAME' padding (before, after) for one spatial dimension: extra pixel goes after."""
+    effective_kernel = (kernel - 1) * dilation + 1
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + effective_kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _same_pads_hw(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    top, bottom = tf_same_padding(x.shape[-2], kernel[0], stride[0])
+    left, right = tf_same_padding(x.shape[-1], kernel[1], stride[1])
+    return top, bottom, left, right
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TF 'SAME' padding (asymmetric when the total padding is odd)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, bias: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = _same_pads_hw(x, self.kernel_size, self.stride)
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left))
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride)
+
+
+class MaxPool2dSame(nn.Module):
+    """TF max_pool with 'SAME' padding: padded positions never win (-inf), extra pixel after."""
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride = (stride, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = _same_pads_hw(x, self.kernel_size, self.stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+class FlattenNCHW(nn.Module):
+    """Flatten in PyTorch's own NCHW order; the weight map permutes the next dense kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(x, 1)
+
+
+# --- initialisers -----------------------------------------------------------
+
+def _fans(tensor: torch.Tensor) -> tuple[int, int]:
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(tensor)
+    return fan_in, fan_out
+
+
+@torch.no_grad()
+def tf_truncated_normal_(tensor: torch.Tensor, stddev: float) -> torch.Tensor:
+    """tf.truncated_normal_initializer(stddev): N(0, stddev) redrawn outside +-2*stddev."""
+    # trunc_normal_'s a and b are absolute bounds, so they must be scaled by stddev.
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=stddev, a=-2.0 * stddev, b=2.0 * stddev)
+
+
+@torch.no_grad()
+def tf1_glorot_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """TF1 glorot_normal: a *truncated* normal, std sqrt(2/(fan_in+fan_out))/0.8796, cut at +-2 std."""
+    fan_in, fan_out = _fans(tensor)
+    stddev = math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_NORMAL_STD_CORRECTION
+    return tf_truncated_normal_(tensor, stddev)
+
+
+@torch.no_grad()
+def tf_glorot_uniform_(tensor: torch.Tensor) -> torch.Tensor:
+    """glorot_uniform (TF's default kernel initialiser): U(+-sqrt(6/(fan_in+fan_out)))."""
+    return nn.init.xavier_uniform_(tensor)
+
+
+def tf_bn_momentum(tf_momentum: float) -> float:
+    """TF keeps `momentum` of the old statistic, PyTorch weights the new batch with it."""
+    return 1.0 - tf_momentum

@@ -1,0 +1,25 @@
+"""Losses as the original test problems define them."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy (softmax_cross_entropy_with_logits_v2 on one-hot labels)."""
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def l2_regularizer(parameters: Iterable[torch.Tensor], weight_decay: float) -> torch.Tensor | float:
+    """Sum of tf.contrib.layers.l2_regularizer(wd) terms: wd/2 * ||W||^2 per regularised kernel."""
+    terms = [p.pow(2).sum() for p in parameters]
+    if not terms or weight_decay == 0.0:
+        return 0.0
+    return 0.5 * weight_decay * torch.stack(terms).sum()
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of argmax(logits) == label."""
+    return (logits.argmax(dim=1) == labels).to(logits.dtype).mean()

@@ -1,0 +1,1 @@
+"""PyTorch models of the DeepOBS test problems, one file per model family."""

@@ -1,0 +1,30 @@
+"""2c2d: two conv layers, two dense layers (original `_2c2d.py`, MNIST / Fashion-MNIST)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, tf_truncated_normal_
+
+
+class TwoC2D(nn.Module):
+    def __init__(self, num_outputs: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Sequential(Conv2dSame(in_channels, 32, 5), nn.ReLU())
+        self.pool1 = MaxPool2dSame(2, 2)
+        self.conv2 = nn.Sequential(Conv2dSame(32, 64, 5), nn.ReLU())
+        self.pool2 = MaxPool2dSame(2, 2)
+        self.flatten = FlattenNCHW()
+        self.fc1 = nn.Sequential(nn.Linear(7 * 7 * 64, 1024), nn.ReLU())
+        self.fc2 = nn.Linear(1024, num_outputs)
+        for layer in (self.conv1[0], self.conv2[0], self.fc1[0], self.fc2):
+            tf_truncated_normal_(layer.weight, stddev=0.05)
+            nn.init.constant_(layer.bias, 0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.conv1(x))
+        x = self.pool2(self.conv2(x))
+        return self.fc2(self.fc1(self.flatten(x)))
+
+    def l2_parameters(self) -> list[nn.Parameter]:
+        return []

@@ -1,0 +1,157 @@
+"""A define-by-run re-creation of the TF1 `tf.layers` graph on `tf.nn` ops.
+
+A model is a plain function `fn(graph, x, training)` written like the original
+(`graph.conv2d(...)` where the original has `tf.layers.conv2d(...)`). The first call
+creates the variables with the original graph's names (`unit_1_0/conv2d_1/kernel`:
+layer names uniquified per variable scope, as TF1 does); later calls reuse them.
+Every layer output is recorded as a tap under its layer name, so a comparison can
+look at each layer, not only the logits.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tf_reference import initializers
+from tf_reference._tf import tf
+
+NoiseSource = Callable[[str, tuple[int, ...]], np.ndarray]
+
+
+class Graph:
+    def __init__(self, dtype=tf.float32, seed: int = 0):
+        self.dtype = tf.as_dtype(dtype)
+        self.variables: dict[str, tf.Variable] = {}
+        self.l2_coefficients: dict[str, float] = {}  # kernel name -> weight decay of its regularizer
+        self.taps: dict[str, tf.Tensor] = {}
+        self._scopes: list[str] = []
+        self._layer_counts: dict[str, Counter] = defaultdict(Counter)
+        self._training = False
+        self._dropout_noise: NoiseSource | None = None
+        tf.random.set_seed(seed)
+
+    # --- running ---------------------------------------------------------------
+    def run(self, fn, x, training: bool, dropout_noise: NoiseSource | None = None):
+        """Call `fn(self, x, training)`; returns its output. Layer outputs land in `self.taps`."""
+        self.taps = {}
+        self._layer_counts = defaultdict(Counter)
+        self._training = training
+        self._dropout_noise = dropout_noise
+        return fn(self, tf.convert_to_tensor(x, dtype=self.dtype), training)
+
+    @property
+    def trainable_variables(self) -> dict[str, tf.Variable]:
+        return {name: v for name, v in self.variables.items() if v.trainable}
+
+    def regularizer(self) -> tf.Tensor:
+        """tf.losses.get_regularization_loss(): sum of wd * l2_loss(W) = wd/2 * ||W||^2."""
+        terms = [wd * tf.nn.l2_loss(self.variables[name]) for name, wd in self.l2_coefficients.items()]
+        return tf.add_n(terms) if terms else tf.constant(0.0, self.dtype)
+
+    # --- naming ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def variable_scope(self, name: str) -> Iterator[None]:
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+
+    def _layer_name(self, base: str) -> str:
+        scope = "/".join(self._scopes)
+        count = self._layer_counts[scope][base]
+        self._layer_counts[scope][base] += 1
+        name = base if count == 0 else f"{base}_{count}"
+        return f"{scope}/{name}" if scope else name
+
+    def _variable(self, name: str, shape, initializer, trainable: bool = True) -> tf.Variable:
+        shape = tuple(int(d) for d in shape)
+        if name not in self.variables:
+            value = initializer(shape, dtype=self.dtype)
+            self.variables[name] = tf.Variable(value, name=name.replace("/", "__"), trainable=trainable)
+        variable = self.variables[name]
+        if tuple(variable.shape) != shape:
+            raise ValueError(f"variable {name} has shape {tuple(variable.shape)}, the graph asks for {shape}")
+        return variable
+
+    def tap(self, name: str, x: tf.Tensor) -> tf.Tensor:
+        self.taps[name] = x
+        return x
+
+    # --- layers (tf.layers semantics) ------------------------------------------
+    def conv2d(self, x, filters: int, kernel_size, strides=1, padding: str = "valid", activation=None,
+               use_bias: bool = True, kernel_initializer=None, bias_initializer=None,
+               weight_decay: float | None = None) -> tf.Tensor:
+        name = self._layer_name("conv2d")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        kernel = self._variable(f"{name}/kernel", (kh, kw, x.shape[-1], filters),
+                                kernel_initializer or initializers.glorot_uniform())
+        if weight_decay is not None:
+            self.l2_coefficients[kernel_name(name)] = weight_decay
+        y = tf.nn.conv2d(x, kernel, strides, padding.upper())
+        if use_bias:
+            y = tf.nn.bias_add(y, self._variable(f"{name}/bias", (filters,), bias_initializer or initializers.zeros()))
+        if activation is not None:
+            y = activation(y)
+        return self.tap(name, y)
+
+    def dense(self, x, units: int, activation=None, kernel_initializer=None, bias_initializer=None,
+              weight_decay: float | None = None) -> tf.Tensor:
+        name = self._layer_name("dense")
+        kernel = self._variable(f"{name}/kernel", (x.shape[-1], units),
+                                kernel_initializer or initializers.glorot_uniform())
+        if weight_decay is not None:
+            self.l2_coefficients[kernel_name(name)] = weight_decay
+        bias = self._variable(f"{name}/bias", (units,), bias_initializer or initializers.zeros())
+        y = tf.nn.bias_add(tf.matmul(x, kernel), bias)
+        if activation is not None:
+            y = activation(y)
+        return self.tap(name, y)
+
+    def max_pooling2d(self, x, pool_size: int, strides: int, padding: str = "valid") -> tf.Tensor:
+        name = self._layer_name("max_pooling2d")
+        return self.tap(name, tf.nn.max_pool2d(x, pool_size, strides, padding.upper()))
+
+    def batch_normalization(self, x, momentum: float = 0.99, epsilon: float = 1e-3, training: bool = False):
+        """tf.layers.batch_normalization(fused=True) on the last axis.
+
+        Train mode normalises with the biased batch variance and moves the moving
+        variance towards the *unbiased* one (FusedBatchNormV3's batch_variance output),
+        as `variable -= (variable - value) * (1 - momentum)`.
+        """
+        name = self._layer_name("batch_normalization")
+        channels = (x.shape[-1],)
+        gamma = self._variable(f"{name}/gamma", channels, initializers.ones())
+        beta = self._variable(f"{name}/beta", channels, initializers.zeros())
+        moving_mean = self._variable(f"{name}/moving_mean", channels, initializers.zeros(), trainable=False)
+        moving_variance = self._variable(f"{name}/moving_variance", channels, initializers.ones(), trainable=False)
+        if training:
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), self.dtype)
+            unbiased_variance = variance * count / tf.maximum(count - 1.0, 1.0)
+            decay = tf.constant(1.0 - momentum, self.dtype)
+            moving_mean.assign_sub((moving_mean - tf.stop_gradient(mean)) * decay)
+            moving_variance.assign_sub((moving_variance - tf.stop_gradient(unbiased_variance)) * decay)
+        else:
+            mean, variance = moving_mean, moving_variance
+        y = (x - mean) * (gamma * tf.math.rsqrt(variance + epsilon)) + beta
+        return self.tap(name, y)
+
+    def dropout(self, x, rate: float, training: bool) -> tf.Tensor:
+        """tf.layers.dropout: elementwise, kept with prob 1-rate, scaled by 1/(1-rate), train phase only."""
+        name = self._layer_name("dropout")
+        if training:
+            if self._dropout_noise is None:
+                x = tf.nn.dropout(x, rate=rate)
+            else:
+                # tf.nn.dropout keeps an element where its uniform draw is >= rate.
+                noise = tf.constant(self._dropout_noise(name, tuple(x.shape)), dtype=self.dtype)
+                x = x * (1.0 / (1.0 - rate)) * tf.cast(noise >= rate, self.dtype)
+        return self.tap(name, x)
+
+
+def kernel_name(layer_name: str) -> str:
+    return f"{layer_name}/kernel"
