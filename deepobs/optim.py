@@ -3,19 +3,21 @@
 SGD and momentum: `torch.optim.SGD` (dampening 0, no Nesterov) is exactly TF1's
 GradientDescentOptimizer / MomentumOptimizer, since TF1's accumulator starts at zero.
 Adam: `torch.optim.Adam` adds epsilon to the bias-corrected sqrt(v_hat); TF1 adds it to
-the uncorrected sqrt(v) (its "epsilon hat"). `TF1Adam` follows TF1:
+the uncorrected sqrt(v) (its "epsilon hat"). `TF1Adam` follows TF1's ApplyAdam kernel:
     lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    m += (g - m) * (1 - beta1);  v += (g^2 - v) * (1 - beta2)
     theta -= lr_t * m / (sqrt(v) + epsilon)
+with beta1^t and beta2^t kept as running products in the parameter's dtype, as TF1 keeps
+its beta*_power variables (in float32, 1 - beta2^t loses ~1e-4 relative at t=2: the original
+has that error, so the port reproduces it).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
 
 class TF1Adam(torch.optim.Optimizer):
-    """Adam with TF1's epsilon placement (tf.compat.v1.train.AdamOptimizer)."""
+    """Adam with TF1's epsilon placement and arithmetic (tf.compat.v1.train.AdamOptimizer)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         if lr < 0.0 or eps < 0.0 or not all(0.0 <= b < 1.0 for b in betas):
@@ -38,13 +40,18 @@ class TF1Adam(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
+                    state["beta1_power"] = torch.ones((), dtype=param.dtype)
+                    state["beta2_power"] = torch.ones((), dtype=param.dtype)
+                # Hyperparameters in the parameter's dtype, as TF1 casts them before its kernel.
+                lr, b1, b2, eps = (torch.tensor(v, dtype=param.dtype) for v in (group["lr"], beta1, beta2, group["eps"]))
                 state["step"] += 1
-                step = state["step"]
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(param.grad, alpha=1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(param.grad, param.grad, value=1.0 - beta2)
-                step_size = group["lr"] * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
-                param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+                state["beta1_power"].mul_(b1)
+                state["beta2_power"].mul_(b2)
+                lr_t = lr * torch.sqrt(1 - state["beta2_power"]) / (1 - state["beta1_power"])
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], param.grad
+                exp_avg.add_((grad - exp_avg) * (1 - b1))
+                exp_avg_sq.add_((grad * grad - exp_avg_sq) * (1 - b2))
+                param.sub_(exp_avg * lr_t / (exp_avg_sq.sqrt() + eps))
         return loss
 
 

@@ -1,0 +1,111 @@
+"""Runs the checks of every requested problem and dtype: the flow from problem name to results."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from parity.checks import CHECKS, AuditPair, Batch, audit_values
+from parity.frameworks import THREADS, TORCH_DTYPES, load_tensorflow
+from parity.port import Port
+from parity.porting import WeightMapError, check_coverage
+from parity.results import CheckResult
+
+AUDIT_BATCH_SIZE = 4  # small: the audit compares semantics, not throughput; >1 for BN statistics
+AUDIT_BATCHES = 6  # steps use the first 3; the gradient check may skip kink-flip batches
+
+
+class UnknownProblemError(Exception):
+    pass
+
+
+@dataclass
+class AuditRun:
+    port: str
+    dtypes: list[str]
+    problems: list[str]
+    seed: int
+    results: list[CheckResult] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # "problem dtype" -> wall time
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+
+def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
+    from tf_reference import REFERENCE_PROBLEMS
+
+    available = [name for name in port.problems if name in REFERENCE_PROBLEMS]
+    if not requested:
+        return available
+    unknown = [name for name in requested if name not in available]
+    if unknown:
+        raise UnknownProblemError(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(available)}")
+    return list(requested)
+
+
+def make_batches(input_shape, num_outputs: int, dtype: str, seed: int) -> list[Batch]:
+    rng = np.random.default_rng(seed)
+    return [Batch(rng.normal(size=(AUDIT_BATCH_SIZE, *input_shape)).astype(dtype),
+                  rng.integers(0, num_outputs, size=AUDIT_BATCH_SIZE))
+            for _ in range(AUDIT_BATCHES)]
+
+
+def build_pair(port: Port, problem: str, dtype: str, seed: int) -> AuditPair:
+    tf = load_tensorflow()
+    from tf_reference import ReferenceProblem
+
+    reference = ReferenceProblem(problem, getattr(tf, dtype), seed)
+    model = port.build_model(problem).to(TORCH_DTYPES[dtype])
+    problem_map = port.weight_maps[problem]
+    check_coverage(problem_map, list(reference.graph.variables), model)
+    values = audit_values(reference.graph.variables, seed, dtype)
+    batches = make_batches(reference.spec.input_shape, reference.spec.num_outputs, dtype, seed)
+    pair = AuditPair(problem, dtype, port, model, reference, problem_map, values, batches, seed)
+    pair.sync()
+    return pair
+
+
+def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
+                  checks: list[str] | None = None) -> list[CheckResult]:
+    """All checks of one problem in one dtype. A check that raises becomes a failed result."""
+    try:
+        pair = build_pair(port, problem, dtype, seed)
+    except (WeightMapError, KeyError, ValueError, RuntimeError) as error:
+        return [CheckResult(problem, "setup", dtype, error=f"{type(error).__name__}: {error}")]
+    results = []
+    for name in checks or CHECKS:
+        try:
+            results += CHECKS[name](pair)
+        except Exception as error:  # noqa: BLE001 - a crash inside a check is a failed check, reported
+            results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}"))
+    return results
+
+
+def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
+              progress: Callable[[str], None] | None = None, checks: list[str] | None = None) -> AuditRun:
+    run = AuditRun(port.name, list(dtypes), list(problems), seed)
+    for dtype in dtypes:
+        for problem in problems:
+            start = time.perf_counter()
+            results = audit_problem(port, problem, dtype, seed, checks)
+            run.results += results
+            run.seconds[f"{problem} {dtype}"] = time.perf_counter() - start
+            if progress:
+                failed = [r.check for r in results if not r.passed]
+                verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
+                progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
+    return run
+
+
+def environment() -> dict:
+    import platform
+
+    import torch
+
+    tf = load_tensorflow()
+    return {"torch": torch.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "threads": THREADS, "audit_batch_size": AUDIT_BATCH_SIZE}

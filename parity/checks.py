@@ -1,0 +1,440 @@
+"""The parity checks. Each is a function of an AuditPair returning a CheckResult.
+
+Every check starts from the same audit weights in both frameworks (`pair.sync()`), so
+checks are independent and each optimizer step starts from a re-synchronised state.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from parity.dropout import NoiseRecorder, injected_dropout
+from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
+from parity.maps import ProblemMap
+from parity.port import Port
+from parity.porting import WeightMapError, port_tensors, reference_to_port, to_port_layout, to_reference_layout
+from parity.results import CheckResult, Comparison, compare
+from parity.tolerances import tolerance
+
+tf = load_tensorflow()
+
+LEARNING_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3}
+OPTIMIZER_STEPS = 3
+
+
+@dataclass
+class Batch:
+    images_nhwc: np.ndarray
+    labels: np.ndarray
+
+    def port_images(self, dtype: torch.dtype) -> torch.Tensor:
+        images = self.images_nhwc.transpose(0, 3, 1, 2) if self.images_nhwc.ndim == 4 else self.images_nhwc
+        return torch.from_numpy(np.ascontiguousarray(images)).to(dtype)
+
+    def port_labels(self) -> torch.Tensor:
+        return torch.from_numpy(self.labels).long()
+
+
+@dataclass
+class AuditPair:
+    """The port's model and the reference problem, sharing one set of audit weights."""
+
+    problem: str
+    dtype: str
+    port: Port
+    model: nn.Module
+    reference: object  # tf_reference.ReferenceProblem
+    problem_map: ProblemMap
+    audit_values: dict[str, np.ndarray]  # reference name -> value (reference layout)
+    batches: list[Batch]
+    seed: int
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+    def sync(self, values: dict[str, np.ndarray] | None = None) -> None:
+        values = self.audit_values if values is None else values
+        for name, variable in self.reference.graph.variables.items():
+            variable.assign(values[name])
+        reference_to_port(values, self.model, self.problem_map)
+
+    def reference_values(self) -> dict[str, np.ndarray]:
+        return {name: v.numpy() for name, v in self.reference.graph.variables.items()}
+
+    def trainable_rows(self):
+        rows = self.problem_map.param_for_reference()
+        return [(name, rows[name]) for name in self.reference.graph.trainable_variables]
+
+
+def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray]:
+    """Random values for every reference variable, so no check sees an all-zero or all-one tensor.
+
+    Kernels get a He-scaled normal (activations keep their scale through deep nets), BN
+    statistics a spread that makes the epsilon and the momentum visible.
+    """
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, variable in variables.items():
+        shape = tuple(variable.shape)
+        kind = name.rsplit("/", 1)[-1]
+        if kind == "kernel":
+            fan_in = int(np.prod(shape[:-1]))
+            value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif kind in ("gamma", "moving_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # bias, beta, moving_mean
+            value = rng.normal(0.0, 0.1, shape)
+        values[name] = value.astype(NUMPY_DTYPES[dtype])
+    return values
+
+
+# --- running one side ----------------------------------------------------------
+
+@contextlib.contextmanager
+def captured_outputs(model: nn.Module, module_names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    modules = dict(model.named_modules())
+    if missing := [name for name in module_names if name not in modules]:
+        raise WeightMapError(f"activation map names port modules that do not exist: {', '.join(missing)}")
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [modules[name].register_forward_hook(
+        lambda module, args, output, name=name: outputs.__setitem__(name, output.detach()))
+        for name in module_names]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> tuple[torch.Tensor, dict]:
+    pair.model.train(training)
+    tap_modules = sorted(set(pair.problem_map.port_module_for_tap().values()))
+    with captured_outputs(pair.model, tap_modules) as outputs, injected_dropout(draws if training else []):
+        logits = pair.model(batch.port_images(pair.torch_dtype))
+    return logits, outputs
+
+
+def reference_forward(pair: AuditPair, batch: Batch, training: bool):
+    noise = NoiseRecorder(pair.seed + 1)
+    logits, taps = pair.reference.forward(batch.images_nhwc, training, noise if training else None)
+    return logits, taps, noise.draws
+
+
+def _port_in_reference_layout(value: torch.Tensor) -> np.ndarray:
+    array = value.detach().cpu().numpy()
+    return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+
+
+def compare_taps(pair: AuditPair, reference_taps: dict, port_outputs: dict, port_logits, kind: str) -> list[Comparison]:
+    modules = pair.problem_map.port_module_for_tap()
+    limit = tolerance(kind, pair.dtype)
+    comparisons = []
+    for name, reference_value in reference_taps.items():
+        if name == "logits":
+            port_value = port_logits
+        elif name in modules and modules[name] in port_outputs:
+            port_value = port_outputs[modules[name]]
+        else:
+            comparisons.append(Comparison(name, float("nan"), float("nan"), limit, False,
+                                          "no port output for this layer (activation map or module not run)"))
+            continue
+        comparisons.append(compare(name, _port_in_reference_layout(port_value), reference_value.numpy(), limit))
+    return comparisons
+
+
+# --- checks --------------------------------------------------------------------
+
+def check_forward(pair: AuditPair) -> CheckResult:
+    """Inference mode: every layer's output, in the reference's NHWC layout."""
+    pair.sync()
+    batch = pair.batches[0]
+    _, reference_taps, _ = reference_forward(pair, batch, training=False)
+    with torch.no_grad():
+        port_logits, port_outputs = port_forward(pair, batch, training=False, draws=[])
+    return CheckResult(pair.problem, "forward", pair.dtype,
+                       compare_taps(pair, reference_taps, port_outputs, port_logits, "forward"))
+
+
+def check_train_mode(pair: AuditPair) -> CheckResult:
+    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics."""
+    pair.sync()
+    batch = pair.batches[0]
+    _, reference_taps, draws = reference_forward(pair, batch, training=True)
+    with torch.no_grad():
+        port_logits, port_outputs = port_forward(pair, batch, training=True, draws=draws)
+    comparisons = compare_taps(pair, reference_taps, port_outputs, port_logits, "train_mode")
+    comparisons += compare_statistics(pair, "train_mode")
+    return CheckResult(pair.problem, "train_mode", pair.dtype, comparisons)
+
+
+def compare_statistics(pair: AuditPair, kind: str, prefix: str = "") -> list[Comparison]:
+    tensors = port_tensors(pair.model)
+    limit = tolerance(kind, pair.dtype)
+    return [compare(f"{prefix}{row.reference}", to_reference_layout(row, tensors[row.port].detach().numpy()),
+                    pair.reference.graph.variables[row.reference].numpy(), limit)
+            for row in pair.problem_map.params if row.transform == "bn_statistic"]
+
+
+def check_loss(pair: AuditPair) -> CheckResult:
+    """Mean cross-entropy, the L2 regularizer, their sum, and accuracy, in inference mode."""
+    pair.sync()
+    batch = pair.batches[0]
+    reference_logits, _, _ = reference_forward(pair, batch, training=False)
+    reference_data, reference_l2 = pair.reference.loss_terms(reference_logits, batch.labels)
+    reference_accuracy = pair.reference.accuracy(reference_logits, batch.labels)
+    with torch.no_grad():
+        port_logits, _ = port_forward(pair, batch, training=False, draws=[])
+        port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_logits, batch.port_labels())
+        port_accuracy = (port_logits.argmax(1) == batch.port_labels()).double().mean()
+    limit = tolerance("loss", pair.dtype)
+    pairs = [("data_loss", port_data, reference_data), ("regularizer", port_l2, reference_l2),
+             ("total_loss", port_data + port_l2, reference_data + reference_l2),
+             ("accuracy", port_accuracy, reference_accuracy)]
+    return CheckResult(pair.problem, "loss", pair.dtype,
+                       [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs])
+
+
+def _scalar(value) -> float:
+    return float(value.numpy()) if hasattr(value, "numpy") and not isinstance(value, torch.Tensor) else float(value)
+
+
+def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.ndarray], list, dict]:
+    variables = pair.reference.graph.trainable_variables
+    with tf.GradientTape() as tape:
+        logits, taps, draws = reference_forward(pair, batch, training=True)
+        data_loss, l2 = pair.reference.loss_terms(logits, batch.labels)
+        total = data_loss + l2
+    gradients = tape.gradient(total, list(variables.values()))
+    return {name: (g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype))
+            for (name, v), g in zip(variables.items(), gradients)}, draws, taps
+
+
+def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict]:
+    """Gradients of the port's objective (reference layouts, by reference name), and its layer outputs."""
+    pair.model.zero_grad(set_to_none=True)
+    logits, outputs = port_forward(pair, batch, training=True, draws=draws)
+    data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, logits, batch.port_labels())
+    (data_loss + l2).backward()
+    tensors = port_tensors(pair.model)
+    gradients = {}
+    for name, row in pair.trainable_rows():
+        grad = tensors[row.port].grad
+        gradients[name] = None if grad is None else to_reference_layout(row, grad.numpy())
+    return gradients, outputs
+
+
+def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int:
+    """Elements on different sides of 0 in the two frameworks (ReLU kinks, sign of pre-activations).
+
+    Round-off can put a pre-activation within ~1e-7 of 0 on either side; the gradient then
+    flows in one framework and not the other. Such a batch says nothing about the port.
+    """
+    modules = pair.problem_map.port_module_for_tap()
+    flips = 0
+    for name, reference_value in reference_taps.items():
+        if modules.get(name) in port_outputs:
+            port_value = _port_in_reference_layout(port_outputs[modules[name]])
+            if port_value.shape == tuple(reference_value.shape):
+                flips += int(np.count_nonzero((port_value > 0) != (reference_value.numpy() > 0)))
+    return flips
+
+
+def check_gradients(pair: AuditPair) -> CheckResult:
+    """Gradient of the objective (mean loss + regularizer, train mode) for every parameter.
+
+    Uses the first audit batch on which no activation sits on different sides of a ReLU kink
+    in the two frameworks (see kink_flips); skipped batches are noted in the result.
+    """
+    notes = []
+    for index, batch in enumerate(pair.batches):
+        pair.sync()
+        reference_grads, draws, reference_taps = reference_gradients(pair, batch)
+        pair.sync()
+        port_grads, port_outputs = port_gradients(pair, batch, draws)
+        flips = kink_flips(pair, reference_taps, port_outputs)
+        if flips == 0:
+            break
+        notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0 (round-off at a ReLU kink); "
+                     f"tried the next batch")
+    result = CheckResult(pair.problem, "gradients", pair.dtype,
+                         _compare_named(reference_grads, port_grads, tolerance("gradients", pair.dtype), ""))
+    result.notes += notes
+    return result
+
+
+def _compare_named(reference: dict, port: dict, limit: float, prefix: str) -> list[Comparison]:
+    comparisons = []
+    for name, reference_value in reference.items():
+        if port.get(name) is None:
+            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False,
+                                          "the port has no value for it (no gradient or no state)"))
+        else:
+            comparisons.append(compare(f"{prefix}{name}", port[name], reference_value, limit))
+    return comparisons
+
+
+def tf1_update(kind: str, step: int, gradient: np.ndarray, slots_before: dict[str, np.ndarray]):
+    """The TF1 optimizer's update and new slots for one gradient, in float64 numpy."""
+    from tf_reference.optimizers import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, MOMENTUM
+
+    lr = LEARNING_RATES[kind]
+    if kind == "sgd":
+        return -lr * gradient, {}
+    if kind == "momentum":
+        accumulator = MOMENTUM * slots_before["momentum"] + gradient
+        return -lr * accumulator, {"momentum": accumulator}
+    m = ADAM_BETA1 * slots_before["m"] + (1 - ADAM_BETA1) * gradient
+    v = ADAM_BETA2 * slots_before["v"] + (1 - ADAM_BETA2) * gradient**2
+    lr_t = lr * np.sqrt(1 - ADAM_BETA2**step) / (1 - ADAM_BETA1**step)
+    return -lr_t * m / (np.sqrt(v) + ADAM_EPSILON), {"m": m, "v": v}
+
+
+def propagated_gradient_error(kind: str, step: int, reference_gradient: np.ndarray, port_gradient: np.ndarray,
+                              slots_before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """How far the gradient difference alone moves the update and each slot (x2 for round-off).
+
+    The TF1 formula is applied to both gradients from the same state. Adam divides by
+    sqrt(v) + epsilon, so a round-off difference in a near-zero gradient element moves that
+    element's update by up to (1-beta1)/epsilon times as much: the end-to-end step is judged
+    within this, the update formula alone in the '(reference gradients)' variant, and the
+    gradients themselves in the 'gradients' check.
+    """
+    reference_update, reference_slots = tf1_update(kind, step, reference_gradient.astype(np.float64), slots_before)
+    port_update, port_slots = tf1_update(kind, step, port_gradient.astype(np.float64), slots_before)
+    explained = {"update": 2 * np.abs(port_update - reference_update)}
+    explained |= {slot: 2 * np.abs(port_slots[slot] - reference_slots[slot]) for slot in reference_slots}
+    return explained
+
+
+def _make_port_optimizer(pair: AuditPair, kind: str) -> torch.optim.Optimizer:
+    tensors = port_tensors(pair.model)
+    params = [tensors[row.port] for _, row in pair.trainable_rows()]
+    return pair.port.optimizers[kind](params, LEARNING_RATES[kind])
+
+
+def _sync_optimizer_state(pair, kind, optimizer, reference_optimizer) -> None:
+    """Copy the reference's slots into the port optimizer's state (after the first step)."""
+    tensors = port_tensors(pair.model)
+    slot_keys = pair.port.optimizer_state[kind]
+    for name, row in pair.trainable_rows():
+        variable = pair.reference.graph.variables[name]
+        for slot, key in slot_keys.items():
+            slot_variable = reference_optimizer.get_slot(variable, slot)
+            if slot_variable is None:
+                continue
+            value = torch.from_numpy(to_port_layout(row, slot_variable.numpy()))
+            optimizer.state[tensors[row.port]][key] = value.to(pair.torch_dtype)
+
+
+def _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step,
+                      reference_grads=None, port_grads=None, slots_before=None) -> list[Comparison]:
+    """Compare each parameter's update and each optimizer slot after one step.
+
+    With the port's own gradients (port_grads given), errors are allowed to reach what the
+    measured gradient difference explains (propagated_gradient_error).
+    """
+    limit = tolerance("step", pair.dtype)
+    tensors = port_tensors(pair.model)
+    machine_epsilon = np.finfo(NUMPY_DTYPES[pair.dtype]).eps
+    comparisons = []
+    for name, row in pair.trainable_rows():
+        variable = pair.reference.graph.variables[name]
+        # An update is seen only through the parameter, rounded to its dtype on both sides.
+        rounding = 2 * machine_epsilon * np.abs(before[name])
+        explained = {}
+        if port_grads is not None and port_grads.get(name) is not None:
+            explained = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
+                                                  slots_before[name])
+        port_update = to_reference_layout(row, tensors[row.port].detach().numpy()) - before[name]
+        comparisons.append(compare(f"step{step} {name} (update)", port_update, variable.numpy() - before[name], limit,
+                                   explained_error=rounding + explained.get("update", 0.0)))
+        for slot, key in pair.port.optimizer_state[kind].items():
+            port_state = optimizer.state.get(tensors[row.port], {}).get(key)
+            reference_slot = reference_optimizer.get_slot(variable, slot)
+            if port_state is None:
+                comparisons.append(Comparison(f"step{step} {name}/{slot}", float("nan"), float("nan"), limit, False,
+                                              f"the port optimizer has no state {key!r}"))
+            else:
+                comparisons.append(compare(f"step{step} {name}/{slot}",
+                                           to_reference_layout(row, port_state.numpy()), reference_slot.numpy(), limit,
+                                           explained_error=explained.get(slot)))
+    return comparisons
+
+
+def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
+    """OPTIMIZER_STEPS steps against the original's TF1 optimizer, each from a re-synchronised state.
+
+    Two results: the port's own gradients into its optimizer (end to end), and the
+    reference's gradients into the port's optimizer, which isolates the update formula.
+    """
+    from tf_reference.optimizers import make_optimizer
+
+    pair.sync()
+    reference_optimizer = make_optimizer(kind, LEARNING_RATES[kind], pair.reference.dtype)
+    optimizer = _make_port_optimizer(pair, kind)
+    variables = pair.reference.graph.trainable_variables
+    own = CheckResult(pair.problem, f"step/{kind}", pair.dtype)
+    fed = CheckResult(pair.problem, f"step/{kind} (reference gradients)", pair.dtype)
+    for step in range(1, OPTIMIZER_STEPS + 1):
+        batch = pair.batches[(step - 1) % len(pair.batches)]
+        before = pair.reference_values()
+        pair.sync(before)
+        _sync_optimizer_state(pair, kind, optimizer, reference_optimizer)
+        state_before = copy.deepcopy(optimizer.state_dict())
+
+        reference_grads, draws, _ = reference_gradients(pair, batch)
+        pair.sync(before)  # undo the BN statistics the reference's train-mode forward moved
+        port_grads, _ = port_gradients(pair, batch, draws)
+        optimizer.step()
+        slots_before = _reference_slots(pair, kind, reference_optimizer)
+        reference_optimizer.apply_gradients(
+            [(tf.constant(reference_grads[name]), variable) for name, variable in variables.items()])
+        own.comparisons += _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step,
+                                             reference_grads, port_grads, slots_before)
+
+        _restore_port(pair, before, optimizer, state_before)
+        tensors = port_tensors(pair.model)
+        for name, row in pair.trainable_rows():
+            tensors[row.port].grad = torch.from_numpy(to_port_layout(row, reference_grads[name])).to(pair.torch_dtype)
+        optimizer.step()
+        fed.comparisons += _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step)
+        if missing := [name for name, grad in port_grads.items() if grad is None]:
+            own.notes.append(f"step{step}: no port gradient for {', '.join(missing)}")
+    return [own, fed]
+
+
+def _reference_slots(pair, kind, reference_optimizer) -> dict[str, dict[str, np.ndarray]]:
+    """The reference optimizer's slots now (zeros before its first step), by variable and slot."""
+    from tf_reference.optimizers import SLOT_NAMES
+
+    slots = {}
+    for name, variable in pair.reference.graph.trainable_variables.items():
+        slots[name] = {}
+        for slot in SLOT_NAMES[kind]:
+            slot_variable = reference_optimizer.get_slot(variable, slot)
+            slots[name][slot] = np.zeros(variable.shape) if slot_variable is None else slot_variable.numpy()
+    return slots
+
+
+def _restore_port(pair, before, optimizer, state_before) -> None:
+    """Put the port back to its pre-step parameters and optimizer state; leave the reference stepped."""
+    reference_to_port(before, pair.model, pair.problem_map)
+    optimizer.load_state_dict(state_before)
+
+
+CHECKS: dict[str, Callable[[AuditPair], list[CheckResult]]] = {
+    "forward": lambda pair: [check_forward(pair)],
+    "loss": lambda pair: [check_loss(pair)],
+    "gradients": lambda pair: [check_gradients(pair)],
+    "train_mode": lambda pair: [check_train_mode(pair)],
+    "step/sgd": lambda pair: check_optimizer(pair, "sgd"),
+    "step/momentum": lambda pair: check_optimizer(pair, "momentum"),
+    "step/adam": lambda pair: check_optimizer(pair, "adam"),
+}

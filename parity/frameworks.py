@@ -1,0 +1,33 @@
+"""Loads both frameworks for the harness, in the one order that works, with fixed threads.
+
+TensorFlow itself is imported only through `tf_reference._tf`, which puts torchvision first.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+THREADS = int(os.environ.get("PARITY_THREADS", min(os.cpu_count() or 1, 2)))
+
+
+def load_tensorflow():
+    """Import TF (via the reference's guarded import) and pin its thread pools once."""
+    from tf_reference._tf import tf
+
+    if not getattr(load_tensorflow, "_configured", False):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+        except RuntimeError:
+            pass  # TF's runtime already started (another module used it first): keep its pools
+        load_tensorflow._configured = True
+    return tf
+
+
+torch.set_num_threads(THREADS)
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+NUMPY_DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPES = tuple(TORCH_DTYPES)

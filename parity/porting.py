@@ -1,0 +1,83 @@
+"""Moving weights both ways between the port and the reference, through a ProblemMap."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from parity.maps import ParamRow, ProblemMap
+from parity.transforms import TRANSFORMS
+
+
+class WeightMapError(Exception):
+    """The weight map does not fit the two models (missing names or wrong shapes)."""
+
+
+def port_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.named_parameters()) | dict(model.named_buffers())
+
+
+def to_reference_layout(row: ParamRow, port_value: np.ndarray) -> np.ndarray:
+    return TRANSFORMS[row.transform].to_reference(port_value, *row.args)
+
+
+def to_port_layout(row: ParamRow, reference_value: np.ndarray) -> np.ndarray:
+    return TRANSFORMS[row.transform].to_port(reference_value, *row.args)
+
+
+def check_coverage(problem_map: ProblemMap, reference_names, model: nn.Module) -> None:
+    """Every reference variable and every port parameter must appear in the map, with a valid name."""
+    mapped_reference = {row.reference for row in problem_map.params}
+    mapped_port = {row.port for row in problem_map.params}
+    port_names = set(port_tensors(model))
+    problems = []
+    if missing := [n for n in reference_names if n not in mapped_reference]:
+        problems.append(f"reference variables not in the weight map: {', '.join(missing)}")
+    if unknown := sorted(n for n in mapped_reference if n not in set(reference_names)):
+        problems.append(f"weight map names reference variables that do not exist: {', '.join(unknown)}")
+    if unknown := sorted(mapped_port - port_names):
+        problems.append(f"weight map names port tensors that do not exist: {', '.join(unknown)}")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if unmapped := sorted(trainable - mapped_port):
+        problems.append(f"port parameters not in the weight map: {', '.join(unmapped)}")
+    if problems:
+        raise WeightMapError("; ".join(problems))
+
+
+def reference_to_port(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap) -> None:
+    """Copy reference values (reference layouts) into the port's parameters and buffers."""
+    tensors = port_tensors(model)
+    with torch.no_grad():
+        for row in problem_map.params:
+            reference_value = np.asarray(reference_values[row.reference])
+            target = tensors[row.port]
+            try:
+                value = to_port_layout(row, reference_value)
+            except ValueError:
+                value = reference_value  # the transform cannot even reshape it: report the raw shapes
+            if tuple(value.shape) != tuple(target.shape):
+                raise WeightMapError(
+                    f"shape mismatch: reference {row.reference} {tuple(reference_values[row.reference].shape)} "
+                    f"-> {row.transform} -> {tuple(value.shape)}, but port {row.port} is {tuple(target.shape)}")
+            target.copy_(torch.from_numpy(value))
+
+
+def port_to_reference(model: nn.Module, reference_shapes: Mapping[str, tuple], problem_map: ProblemMap) -> dict:
+    """Port parameters and buffers in reference layouts, keyed by reference name."""
+    tensors = port_tensors(model)
+    values = {}
+    for row in problem_map.params:
+        port_value = tensors[row.port].detach().cpu().numpy()
+        try:
+            value = to_reference_layout(row, port_value)
+        except ValueError:
+            value = port_value
+        expected = tuple(reference_shapes[row.reference])
+        if tuple(value.shape) != expected:
+            raise WeightMapError(
+                f"shape mismatch: port {row.port} {tuple(port_value.shape)} -> {row.transform} -> "
+                f"{tuple(value.shape)}, but reference {row.reference} is {expected}")
+        values[row.reference] = value
+    return values

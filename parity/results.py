@@ -1,0 +1,96 @@
+"""Typed results of every comparison. Checks return these; the report only renders them."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+# Denominator floor for relative errors, so an all-zero reference tensor does not divide by 0.
+SCALE_FLOOR = 1e-30
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One tensor (a layer's output, a parameter's gradient, a loss...) compared across frameworks.
+
+    max_rel is the max abs error divided by the reference tensor's largest magnitude:
+    an error relative to the tensor's scale, which stays meaningful where elements are ~0.
+    """
+
+    item: str  # reference-side name: layer, variable or quantity
+    max_abs: float
+    max_rel: float
+    tolerance: float  # on max_rel
+    passed: bool
+    note: str = ""
+
+    @property
+    def margin(self) -> float:
+        """How many times below its tolerance the error is (inf if exact; < 1 if failed)."""
+        return float("inf") if self.max_rel == 0 else self.tolerance / self.max_rel
+
+
+@dataclass
+class CheckResult:
+    """All comparisons of one check (e.g. 'forward', 'step/adam') on one problem and dtype."""
+
+    problem: str
+    check: str
+    dtype: str
+    comparisons: list[Comparison] = field(default_factory=list)
+    error: str = ""  # set when the check could not run to the end (the failure is in the report)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(c.passed for c in self.comparisons)
+
+    @property
+    def first_divergence(self) -> Comparison | None:
+        """The first failed comparison, in forward / creation order."""
+        return next((c for c in self.comparisons if not c.passed), None)
+
+    @property
+    def worst(self) -> Comparison | None:
+        return max(self.comparisons, key=lambda c: c.max_rel / c.tolerance, default=None)
+
+    def to_dict(self) -> dict:
+        first = self.first_divergence
+        return {
+            "problem": self.problem,
+            "check": self.check,
+            "dtype": self.dtype,
+            "passed": self.passed,
+            "error": self.error,
+            "notes": self.notes,
+            "first_divergence": first.item if first else None,
+            "comparisons": [asdict(c) | {"margin": c.margin} for c in self.comparisons],
+        }
+
+
+def compare(item: str, port_value, reference_value, tolerance: float, note: str = "",
+            explained_error=None) -> Comparison:
+    """Compare two arrays already in the same layout. Non-finite values or shape mismatches fail.
+
+    Passes when max_rel <= tolerance, or, where `explained_error` (an elementwise bound on the
+    error that an upstream, separately checked difference accounts for) is given, when every
+    element's error is within tolerance * scale + explained_error.
+    """
+    port = np.asarray(port_value, dtype=np.float64)
+    reference = np.asarray(reference_value, dtype=np.float64)
+    if port.shape != reference.shape:
+        return Comparison(item, float("nan"), float("nan"), tolerance, False,
+                          f"shape mismatch: port {port.shape} vs reference {reference.shape}")
+    bad = [side for side, a in (("port", port), ("reference", reference)) if not np.all(np.isfinite(a))]
+    if bad:
+        return Comparison(item, float("nan"), float("nan"), tolerance, False,
+                          f"non-finite values (NaN/Inf) in {' and '.join(bad)}")
+    max_abs = float(np.max(np.abs(port - reference))) if port.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    max_rel = max_abs / max(scale, SCALE_FLOOR)
+    passed = max_rel <= tolerance
+    if not passed and explained_error is not None:
+        passed = bool(np.all(np.abs(port - reference) <= tolerance * scale + np.asarray(explained_error)))
+        if passed:
+            note = (note + "; " if note else "") + "error within the propagated gradient difference"
+    return Comparison(item, max_abs, max_rel, tolerance, passed, note)
