@@ -13,7 +13,7 @@ from parity.port import Port
 from parity.porting import WeightMapError, check_coverage
 from parity.results import CheckResult
 
-AUDIT_BATCH_SIZE = 4  # small: the audit compares semantics, not throughput; >1 for BN statistics
+AUDIT_BATCH_SIZE = 2  # small: the audit compares semantics, not throughput; >1 for BN statistics
 AUDIT_BATCHES = 6  # steps use the first 3; the gradient check may skip kink-flip batches
 
 

@@ -1,0 +1,62 @@
+"""python -m parity: the cross-framework audit."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from parity.frameworks import DTYPES
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m parity",
+                                     description="Audit a PyTorch port of DeepOBS against the TF1-semantics reference.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    audit = commands.add_parser("audit", help="run the layer-by-layer audit and write a report")
+    audit.add_argument("--problem", nargs="+", metavar="NAME", help="problems to audit (default: all registered)")
+    audit.add_argument("--dtype", choices=[*DTYPES, "both"], default="both",
+                       help="float32, float64 or both (default)")
+    audit.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
+                       help="directory for parity-report.json and parity-report.md (default: ./parity-report)")
+    audit.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: this repository's deepobs)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of audit weights, batches and dropout draws")
+    listing = commands.add_parser("list", help="list the problems the audit knows")
+    listing.add_argument("--port", metavar="MODULE:ATTR")
+    return parser
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from parity.audit import UnknownProblemError, environment, resolve_problems, run_audit
+        from parity.port import PortError, load_port
+        from parity.report import summary, write_reports
+    except ImportError as error:  # TensorFlow missing: the reference's import says which extra
+        return fail(str(error))
+    try:
+        port = load_port(args.port)
+        problems = resolve_problems(port, args.problem if args.command == "audit" else None)
+    except (PortError, UnknownProblemError) as error:
+        return fail(str(error))
+    if args.command == "list":
+        print("\n".join(problems))
+        return 0
+    dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
+    start = time.perf_counter()
+    print(f"auditing port {port.name!r}: {len(problems)} problem(s), {', '.join(dtypes)}", flush=True)
+    run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True))
+    try:
+        json_path, markdown_path = write_reports(run, environment(), args.report)
+    except OSError as error:
+        return fail(f"cannot write the report to {args.report}: {error}")
+    print("\n".join(summary(run)))
+    print(f"report: {markdown_path} and {json_path} ({time.perf_counter() - start:.1f} s wall)")
+    return 0 if run.passed else EXIT_FAILED

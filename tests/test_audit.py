@@ -1,0 +1,52 @@
+"""Every registered problem passes every check against the reference (float64: round-off only).
+
+`tox -e parity` audits float32 too; here each (problem, check) is its own test id.
+"""
+import functools
+
+import pytest
+
+from parity.audit import audit_problem
+from parity.checks import CHECKS
+from parity.port import deepobs_port
+from parity.tolerances import TOLERANCES
+from deepobs.problems import PROBLEMS
+
+pytestmark = pytest.mark.parity
+
+
+@functools.lru_cache(maxsize=None)
+def audited(problem: str, dtype: str) -> dict:
+    return {result.check: result for result in audit_problem(deepobs_port(), problem, dtype)}
+
+
+CHECK_NAMES = [name for check in CHECKS for name in
+               ([check] if not check.startswith("step/") else [check, f"{check} (reference gradients)"])]
+
+
+@pytest.mark.parametrize("check", CHECK_NAMES)
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_check_passes_in_float64(problem, check):
+    result = audited(problem, "float64")[check]
+    assert not result.error, result.error
+    first = result.first_divergence
+    assert result.passed, f"first divergence at {first.item}: rel {first.max_rel:.2e} {first.note}"
+    assert result.comparisons, "a check that compared nothing"
+
+
+def test_float64_tolerances_are_round_off():
+    assert all(value <= 1e-10 for (kind, dtype), value in TOLERANCES.items() if dtype == "float64")
+
+
+def test_forward_compares_every_layer_not_only_logits():
+    result = audited("svhn_wrn164", "float64")["forward"]
+    items = [c.item for c in result.comparisons]
+    assert items[0] == "conv2d" and items[-1] == "logits"
+    assert "unit_2_0/conv2d" in items and "unit_3_1" in items and len(items) > 30
+
+
+def test_unknown_problem_is_refused():
+    from parity.audit import UnknownProblemError, resolve_problems
+
+    with pytest.raises(UnknownProblemError, match="valid names: .*svhn_wrn164"):
+        resolve_problems(deepobs_port(), ["nope"])
