@@ -1,0 +1,49 @@
+"""The audit's command line: bad input gets one clear line and a non-zero exit."""
+import subprocess
+import sys
+
+import pytest
+
+from parity.cli import main
+
+pytestmark = pytest.mark.parity
+
+
+def test_unknown_problem_exits_2_with_valid_names(capsys):
+    assert main(["audit", "--problem", "mnist_resnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mnist_resnet" in err and "valid names: mnist_logreg" in err
+
+
+def test_bad_port_exits_2(capsys):
+    assert main(["list", "--port", "no_such_module:PORT"]) == 2
+    assert "cannot load port" in capsys.readouterr().err
+
+
+def test_list_names_every_problem(capsys):
+    from deepobs.problems import PROBLEMS
+
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out.split() == list(PROBLEMS)
+
+
+def test_audit_writes_reports_and_exit_code(tmp_path, capsys):
+    assert main(["audit", "--problem", "mnist_logreg", "--dtype", "float64", "--report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED" in out
+    assert (tmp_path / "parity-report.json").exists() and "# Parity audit: PASSED" in (
+        tmp_path / "parity-report.md").read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_missing_tensorflow_names_the_extra():
+    code = ("import sys; sys.modules['tensorflow'] = None; from parity.cli import main; "
+            "sys.exit(main(['list']))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert "pip install -e '.[tf]'" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_help_exits_0():
+    completed = subprocess.run([sys.executable, "-m", "parity", "--help"], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0 and "audit" in completed.stdout

@@ -1,0 +1,49 @@
+"""Import order, the one TensorFlow import, and the independence of the reference."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = ("deepobs", "tf_reference", "parity")
+
+
+def _python_files(package):
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _imported_modules(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_tensorflow_is_imported_in_one_place_only():
+    offenders = [str(path.relative_to(ROOT)) for package in (*PACKAGES, "tests", "benchmarks")
+                 for path in (ROOT / package).rglob("*.py")
+                 if path.name != "_tf.py" and any(m.split(".")[0] == "tensorflow" for m in _imported_modules(path))]
+    assert offenders == []
+
+
+def test_reference_never_imports_the_port():
+    offenders = [str(p.relative_to(ROOT)) for p in _python_files("tf_reference")
+                 if any(m.split(".")[0] in ("deepobs", "parity", "torch") for m in _imported_modules(p))]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("statements", [
+    "import tf_reference; import torchvision; import deepobs",
+    "import tf_reference.problems; import parity.checks",
+    "import parity.checks; import tf_reference",
+    "import deepobs; import tf_reference; import torchvision",
+])
+def test_any_import_order_works(statements):
+    # TF imported before torchvision segfaults (exit -11) unless tf_reference._tf orders them.
+    completed = subprocess.run([sys.executable, "-c", statements + "; print('ok')"], capture_output=True, text=True,
+                               timeout=300, cwd=ROOT)
+    assert completed.returncode == 0 and completed.stdout.strip() == "ok", completed.stderr[-2000:]
