@@ -1,0 +1,5 @@
+import sys
+
+from deepobs.cli import main
+
+sys.exit(main())

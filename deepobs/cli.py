@@ -1,0 +1,62 @@
+"""Command line: `python -m deepobs data check|prepare NAME --data-dir DIR`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deepobs.datasets import DATASETS, DEFAULT_DATA_DIR, DataError, get_dataset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepobs", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="data sets: check or prepare the data folder")
+    actions = data.add_subparsers(dest="action", required=True)
+    check = actions.add_parser("check", help="read every split once: sizes, one batch's shape, label range")
+    prepare = actions.add_parser("prepare", help="download (or take --raw-dir) and convert into the layout")
+    for action in (check, prepare):
+        action.add_argument("name", choices=list(DATASETS))
+        action.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    check.add_argument("--batch-size", type=int, default=None, help="default: the data set's usual batch size")
+    check.add_argument("--valid", action="store_true", help="also the v1.2 valid split")
+    prepare.add_argument("--raw-dir", type=Path, default=None,
+                         help="folder with the already downloaded raw files (no network access)")
+    return parser
+
+
+def _describe(tensor) -> str:
+    return "none" if tensor is None else f"{tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
+
+
+def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool) -> None:
+    dataset = get_dataset(name, data_dir, batch_size, valid_split=valid, shuffle=False)
+    lines = [f"{name} in {data_dir} (batch size {dataset.batch_size})"]
+    for split in dataset.splits:
+        num_batches = dataset.num_batches(split)
+        inputs, labels = next(iter(dataset.batches(split)), (None, None))
+        line = f"  {split}: {dataset.split_size(split)} examples in {num_batches} batches"
+        line += f"; inputs {_describe(inputs)}, labels {_describe(labels)}"
+        label_range = dataset.label_range(split)
+        if label_range is None and labels is not None and labels.dtype.is_floating_point is False:
+            label_range = (int(labels.min()), int(labels.max()))
+            line += f"; labels (first batch) {label_range[0]}..{label_range[1]}"
+        elif label_range is not None:
+            line += f"; labels {label_range[0]}..{label_range[1]}"
+        lines.append(line)
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "check":
+            check_data(args.name, args.data_dir, args.batch_size, args.valid)
+        else:
+            from deepobs.datasets.prepare import prepare
+            prepare(args.name, args.data_dir, args.raw_dir)
+            print(f"prepared {args.name} in {args.data_dir}")
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
