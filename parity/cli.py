@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory for parity-report.json and parity-report.md (default: ./parity-report)")
     audit.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: this repository's deepobs)")
     audit.add_argument("--seed", type=int, default=0, help="seed of audit weights, batches and dropout draws")
+    pipelines = commands.add_parser("pipelines", help="audit the data pipelines (port vs tf.data reference)")
+    pipelines.add_argument("--dataset", nargs="+", metavar="NAME", help="data sets (default: all)")
+    pipelines.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
+                           help="directory for pipeline-report.json and pipeline-report.md")
     listing = commands.add_parser("list", help="list the problems the audit knows")
     listing.add_argument("--port", metavar="MODULE:ATTR")
     return parser
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         from parity.report import summary, write_reports
     except ImportError as error:  # TensorFlow missing: the reference's import says which extra
         return fail(str(error))
+    if args.command == "pipelines":
+        return audit_pipelines_command(args.dataset, args.report)
     try:
         port = load_port(args.port)
         problems = resolve_problems(port, args.problem if args.command == "audit" else None)
@@ -59,4 +65,25 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"cannot write the report to {args.report}: {error}")
     print("\n".join(summary(run)))
     print(f"report: {markdown_path} and {json_path} ({time.perf_counter() - start:.1f} s wall)")
+    return 0 if run.passed else EXIT_FAILED
+
+
+def audit_pipelines_command(datasets: list[str] | None, report_dir: Path) -> int:
+    from parity.audit import AuditRun, environment
+    from parity.pipeline import DATASETS, audit_pipelines
+    from parity.report import summary, write_reports
+
+    names = datasets or list(DATASETS)
+    if unknown := [name for name in names if name not in DATASETS]:
+        return fail(f"unknown data set {', '.join(map(repr, unknown))}; valid names: {', '.join(DATASETS)}")
+    start = time.perf_counter()
+    run = AuditRun("deepobs data pipelines", ["float32"], names, seed=0)
+    run.results = audit_pipelines(names)
+    run.seconds["pipelines"] = time.perf_counter() - start
+    try:
+        _, markdown_path = write_reports(run, environment(), report_dir, stem="pipeline-report")
+    except OSError as error:
+        return fail(f"cannot write the report to {report_dir}: {error}")
+    print("\n".join(summary(run)))
+    print(f"report: {markdown_path}")
     return 0 if run.passed else EXIT_FAILED

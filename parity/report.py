@@ -95,8 +95,8 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(run: AuditRun, environment: dict, directory: Path) -> tuple[Path, Path]:
-    json_path, markdown_path = directory / "parity-report.json", directory / "parity-report.md"
+def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str = "parity-report") -> tuple[Path, Path]:
+    json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
     atomic_write(json_path, to_json(run, environment))
     atomic_write(markdown_path, to_markdown(run, environment))
     return json_path, markdown_path

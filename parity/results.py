@@ -52,7 +52,12 @@ class CheckResult:
 
     @property
     def worst(self) -> Comparison | None:
-        return max(self.comparisons, key=lambda c: c.max_rel / c.tolerance, default=None)
+        def used_fraction(c: Comparison) -> float:
+            if c.tolerance > 0:
+                return c.max_rel / c.tolerance
+            return float("inf") if c.max_rel else 0.0
+
+        return max(self.comparisons, key=used_fraction, default=None)
 
     def to_dict(self) -> dict:
         first = self.first_divergence
