@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -54,6 +54,7 @@ class AuditPair:
     audit_values: dict[str, np.ndarray]  # reference name -> value (reference layout)
     batches: list[Batch]
     seed: int
+    gradient_cache: dict = field(default_factory=dict)  # batch index -> GradientPair at the audit weights
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -246,6 +247,33 @@ def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int
     return flips
 
 
+@dataclass
+class GradientPair:
+    """Both frameworks' gradients on one batch at the audit weights (shared by several checks)."""
+
+    reference: dict[str, np.ndarray]
+    draws: list
+    reference_taps: dict
+    port: dict[str, np.ndarray | None]  # reference layouts, by reference name
+    port_outputs: dict
+    port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
+
+
+def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPair:
+    if batch_index not in pair.gradient_cache:
+        batch = pair.batches[batch_index]
+        pair.sync()
+        reference_grads, draws, reference_taps = reference_gradients(pair, batch)
+        pair.sync()
+        port_grads, port_outputs = port_gradients(pair, batch, draws)
+        tensors = port_tensors(pair.model)
+        raw = {row.port: None if tensors[row.port].grad is None else tensors[row.port].grad.clone()
+               for _, row in pair.trainable_rows()}
+        pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
+                                                        port_outputs, raw)
+    return pair.gradient_cache[batch_index]
+
+
 def check_gradients(pair: AuditPair) -> CheckResult:
     """Gradient of the objective (mean loss + regularizer, train mode) for every parameter.
 
@@ -253,12 +281,10 @@ def check_gradients(pair: AuditPair) -> CheckResult:
     in the two frameworks (see kink_flips); skipped batches are noted in the result.
     """
     notes = []
-    for index, batch in enumerate(pair.batches):
-        pair.sync()
-        reference_grads, draws, reference_taps = reference_gradients(pair, batch)
-        pair.sync()
-        port_grads, port_outputs = port_gradients(pair, batch, draws)
-        flips = kink_flips(pair, reference_taps, port_outputs)
+    for index in range(len(pair.batches)):
+        gradients = gradients_at_audit_weights(pair, index)
+        reference_grads, port_grads = gradients.reference, gradients.port
+        flips = kink_flips(pair, gradients.reference_taps, gradients.port_outputs)
         if flips == 0:
             break
         notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0 (round-off at a ReLU kink); "
@@ -389,9 +415,17 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
         _sync_optimizer_state(pair, kind, optimizer, reference_optimizer)
         state_before = copy.deepcopy(optimizer.state_dict())
 
-        reference_grads, draws, _ = reference_gradients(pair, batch)
-        pair.sync(before)  # undo the BN statistics the reference's train-mode forward moved
-        port_grads, _ = port_gradients(pair, batch, draws)
+        if step == 1:  # the audit weights: the same gradients as the 'gradients' check
+            cached = gradients_at_audit_weights(pair, 0)
+            reference_grads, port_grads = cached.reference, cached.port
+            pair.sync(before)
+            tensors = port_tensors(pair.model)
+            for name, grad in cached.port_grads.items():
+                tensors[name].grad = None if grad is None else grad.clone()
+        else:
+            reference_grads, draws, _ = reference_gradients(pair, batch)
+            pair.sync(before)  # undo the BN statistics the reference's train-mode forward moved
+            port_grads, _ = port_gradients(pair, batch, draws)
         optimizer.step()
         slots_before = _reference_slots(pair, kind, reference_optimizer)
         reference_optimizer.apply_gradients(
