@@ -441,7 +441,32 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
         fed.comparisons += _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step)
         if missing := [name for name, grad in port_grads.items() if grad is None]:
             own.notes.append(f"step{step}: no port gradient for {', '.join(missing)}")
+    if kind == "adam":
+        fed.notes.append(stock_adam_deviation(pair))
     return [own, fed]
+
+
+def stock_adam_deviation(pair: AuditPair) -> str:
+    """Measures how far torch.optim.Adam's first step is from TF1's, on the reference's gradients."""
+    from tf_reference.optimizers import make_optimizer
+
+    gradients = gradients_at_audit_weights(pair, 0).reference
+    pair.sync()
+    tensors = port_tensors(pair.model)
+    rows = pair.trainable_rows()
+    stock = torch.optim.Adam([tensors[row.port] for _, row in rows], lr=LEARNING_RATES["adam"])
+    for name, row in rows:
+        tensors[row.port].grad = torch.from_numpy(to_port_layout(row, gradients[name])).to(pair.torch_dtype)
+    stock.step()
+    reference_optimizer = make_optimizer("adam", LEARNING_RATES["adam"], pair.reference.dtype)
+    variables = pair.reference.graph.trainable_variables
+    reference_optimizer.apply_gradients([(tf.constant(gradients[n]), v) for n, v in variables.items()])
+    worst = max((compare(name, to_reference_layout(row, tensors[row.port].detach().numpy()) - pair.audit_values[name],
+                         variables[name].numpy() - pair.audit_values[name], tolerance("step", pair.dtype))
+                 for name, row in rows), key=lambda c: c.max_rel)
+    pair.sync()
+    return (f"for comparison, torch.optim.Adam (epsilon added to sqrt(v_hat)) differs from TF1 Adam on step 1 "
+            f"by max rel {worst.max_rel:.2e} (at {worst.item}); the port's TF1Adam passes")
 
 
 def _reference_slots(pair, kind, reference_optimizer) -> dict[str, dict[str, np.ndarray]]:

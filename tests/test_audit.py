@@ -4,6 +4,8 @@
 """
 import functools
 
+import numpy as np
+
 import pytest
 
 from parity.audit import audit_problem
@@ -50,3 +52,21 @@ def test_unknown_problem_is_refused():
 
     with pytest.raises(UnknownProblemError, match="valid names: .*svhn_wrn164"):
         resolve_problems(deepobs_port(), ["nope"])
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_weights_port_both_ways(problem):
+    from parity.audit import build_pair
+    from parity.porting import port_to_reference
+
+    pair = build_pair(deepobs_port(), problem, "float64", seed=3)
+    shapes = {name: tuple(v.shape) for name, v in pair.reference.graph.variables.items()}
+    back = port_to_reference(pair.model, shapes, pair.problem_map)
+    assert set(back) == set(pair.audit_values)
+    for name, value in pair.audit_values.items():
+        np.testing.assert_array_equal(back[name], value, err_msg=name)
+
+
+def test_report_states_the_stock_adam_difference():
+    notes = audited("cifar10_3c3d", "float64")["step/adam (reference gradients)"].notes
+    assert any("torch.optim.Adam" in note for note in notes)
