@@ -86,7 +86,11 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
 
 
 def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
-              progress: Callable[[str], None] | None = None, checks: list[str] | None = None) -> AuditRun:
+              progress: Callable[[str], None] | None = None, checks: list[str] | None = None,
+              init: bool = True) -> AuditRun:
+    """Every check of every problem in every dtype, then (once per problem) the initialisers."""
+    from parity.init_check import audit_init
+
     run = AuditRun(port.name, list(dtypes), list(problems), seed)
     for dtype in dtypes:
         for problem in problems:
@@ -98,6 +102,15 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
                 failed = [r.check for r in results if not r.passed]
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
                 progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
+    if init:
+        start = time.perf_counter()
+        init_results = audit_init(port, problems)
+        run.results += init_results
+        run.seconds["init"] = time.perf_counter() - start
+        if progress:
+            failed = [r.problem for r in init_results if not r.passed]
+            progress(f"{'initialisers':<27} {run.seconds['init']:6.1f}s  "
+                     f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}")
     return run
 
 

@@ -85,6 +85,14 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
                                      f"rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)} {first.note}")
             lines.append(f"- {result.problem} {result.dtype} {result.check}: {where}")
         lines.append("")
+    init_results = [r for r in run.results if r.check == "init"]
+    if init_results:
+        lines += ["## Initialisation (port's own initial weights vs the reference's, per tensor)", "",
+                  "| problem | tensor | verdict | expected vs measured |", "|---|---|---|---|"]
+        lines += [f"| {r.problem} | {c.item} | {'pass' if c.passed else '**FAIL**'} | {c.note} |"
+                  for r in init_results for c in r.comparisons]
+        lines += [f"| {r.problem} | - | **FAIL** | {r.error} |" for r in init_results if r.error]
+        lines.append("")
     lines += ["## Checks", "", "| problem | dtype | check | verdict | max abs | max rel | tolerance | margin | "
               "first divergence / worst tensor |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(result) for result in run.results]
