@@ -54,9 +54,36 @@ class MaxPool2dSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = _same_pads_hw(x, self.kernel_size, self.stride)
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        if _implicit_pool_padding_is_same(x.shape[-2:], self.kernel_size, self.stride, (top, left)):
+            # max_pool2d's own padding is -inf and ceil_mode clips the last window at the edge: the
+            # same windows as padding -inf after, without materialising a padded copy.
+            return F.max_pool2d(x, self.kernel_size, self.stride, (top, left), ceil_mode=True)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+def _implicit_pool_padding_is_same(size, kernel, stride, before) -> bool:
+    """Does max_pool2d(padding=before, ceil_mode=True) pool exactly TF 'SAME''s windows?
+
+    Its window i starts at i*stride - before, as TF's does, so the two agree when torch makes as
+    many windows as TF (ceil(size / stride)) and accepts the padding (at most half the kernel).
+    """
+    for n, k, s, p in zip(size, kernel, stride, before):
+        out = -(-(n + 2 * p - k) // s) + 1
+        if (out - 1) * s >= n + p:  # torch drops a last window that would start in the padding
+            out -= 1
+        if 2 * p > k or out != -(-n // s):
+            return False
+    return True
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The conv models' activation layout: NHWC memory under NCHW shapes (values and order unchanged).
+
+    oneDNN convolutions reorder NCHW inputs and outputs on every call and CPU max-pooling
+    vectorises over channels only in NHWC; a no-op when x is already channels_last.
+    """
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class FlattenNCHW(nn.Module):

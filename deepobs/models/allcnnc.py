@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, tf1_glorot_normal_
+from deepobs.layers import Conv2dSame, channels_last, tf1_glorot_normal_
 
 # (out_channels, kernel, stride, tf_padding) of the nine convs; each is followed by a ReLU,
 # the last (the 1x1 conv to the class scores) included.
@@ -36,12 +36,13 @@ class AllCNNC(nn.Module):
         for conv in self._convs():
             tf1_glorot_normal_(conv.weight)
             nn.init.constant_(conv.bias, 0.1)
+        self.to(memory_format=torch.channels_last)
 
     def _convs(self) -> list[nn.Conv2d]:
         return [m for m in self.features.modules() if isinstance(m, nn.Conv2d)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(2, 3))
+        return self.features(channels_last(x)).mean(dim=(2, 3))
 
     def l2_parameters(self) -> list[nn.Parameter]:
         return [conv.weight for conv in self._convs()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, tf_truncated_normal_
+from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_last, tf_truncated_normal_
 
 
 class TwoC2D(nn.Module):
@@ -20,9 +20,10 @@ class TwoC2D(nn.Module):
         for layer in (self.conv1[0], self.conv2[0], self.fc1[0], self.fc2):
             tf_truncated_normal_(layer.weight, stddev=0.05)
             nn.init.constant_(layer.bias, 0.05)
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.conv1(x))
+        x = self.pool1(self.conv1(channels_last(x)))
         x = self.pool2(self.conv2(x))
         return self.fc2(self.fc1(self.flatten(x)))
 

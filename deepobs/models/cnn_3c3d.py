@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, tf1_glorot_normal_, tf_glorot_uniform_
+from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_last, tf1_glorot_normal_,
+                            tf_glorot_uniform_)
 
 
 class ThreeC3D(nn.Module):
@@ -26,6 +27,7 @@ class ThreeC3D(nn.Module):
         for dense in self._denses():
             tf_glorot_uniform_(dense.weight)
             nn.init.zeros_(dense.bias)
+        self.to(memory_format=torch.channels_last)
 
     def _convs(self) -> list[nn.Conv2d]:
         return [self.conv1[0], self.conv2[0], self.conv3[0]]
@@ -34,7 +36,7 @@ class ThreeC3D(nn.Module):
         return [self.fc1[0], self.fc2[0], self.fc3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.conv1(x))
+        x = self.pool1(self.conv1(channels_last(x)))
         x = self.pool2(self.conv2(x))
         x = self.pool3(self.conv3(x))
         return self.fc3(self.fc2(self.fc1(self.flatten(x))))

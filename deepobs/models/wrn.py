@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import Conv2dSame, MaxPool2dSame, tf_bn_momentum, tf_glorot_uniform_
+from deepobs.layers import Conv2dSame, MaxPool2dSame, channels_last, tf_bn_momentum, tf_glorot_uniform_
 
 TF_BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -72,12 +72,13 @@ class WideResNet(nn.Module):
             tf_glorot_uniform_(conv.weight)
         tf_glorot_uniform_(self.dense.weight)
         nn.init.zeros_(self.dense.bias)
+        self.to(memory_format=torch.channels_last)
 
     def _convs(self) -> list[nn.Conv2d]:
         return [m for m in self.modules() if isinstance(m, nn.Conv2d)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        x = self.stem(channels_last(x))
         for group in self.groups:
             x = group(x)
         x = F.relu(self.bn_last(x)).mean(dim=(2, 3))
