@@ -18,7 +18,8 @@ from parity.dropout import NoiseRecorder, injected_dropout
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import ProblemMap
 from parity.port import Port
-from parity.porting import WeightMapError, port_tensors, reference_to_port, to_port_layout, to_reference_layout
+from parity.porting import (WeightMapError, load_port_values, port_tensors, reference_to_port, to_port_layout,
+                            to_port_values, to_reference_layout)
 from parity.results import CheckResult, Comparison, compare
 from parity.tolerances import tolerance
 
@@ -55,19 +56,31 @@ class AuditPair:
     batches: list[Batch]
     seed: int
     gradient_cache: dict = field(default_factory=dict)  # batch index -> GradientPair at the audit weights
+    audit_port_values: dict = field(default_factory=dict)  # the audit weights in port layouts (filled once)
+    inference_cache: list = field(default_factory=list)  # see inference_at_audit_weights
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return TORCH_DTYPES[self.dtype]
 
-    def sync(self, values: dict[str, np.ndarray] | None = None) -> None:
-        values = self.audit_values if values is None else values
+    def sync(self, values: dict[str, np.ndarray] | None = None, port_values: dict | None = None) -> None:
+        """Put `values` (default: the audit weights) into both frameworks.
+
+        `port_values`, if given, are `values` already in port layouts (see to_port_values).
+        """
+        if values is None and not self.audit_port_values:
+            self.audit_port_values = to_port_values(self.audit_values, self.model, self.problem_map)
         for name, variable in self.reference.graph.variables.items():
-            variable.assign(values[name])
-        reference_to_port(values, self.model, self.problem_map)
+            variable.assign(self.audit_values[name] if values is None else values[name])
+        if values is None:
+            load_port_values(self.model, self.audit_port_values)
+        elif port_values is not None:
+            load_port_values(self.model, port_values)
+        else:
+            reference_to_port(values, self.model, self.problem_map)
 
     def reference_values(self) -> dict[str, np.ndarray]:
-        return {name: v.numpy() for name, v in self.reference.graph.variables.items()}
+        return {name: np.array(v.numpy(), copy=True) for name, v in self.reference.graph.variables.items()}
 
     def trainable_rows(self):
         rows = self.problem_map.param_for_reference()
@@ -152,46 +165,51 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_outputs: dict, port
 
 # --- checks --------------------------------------------------------------------
 
+def inference_at_audit_weights(pair: AuditPair):
+    """(reference logits, reference taps, port logits, port outputs) in inference mode on batch 0."""
+    if not pair.inference_cache:
+        pair.sync()
+        batch = pair.batches[0]
+        reference_logits, reference_taps, _ = reference_forward(pair, batch, training=False)
+        with torch.no_grad():
+            port_logits, port_outputs = port_forward(pair, batch, training=False, draws=[])
+        pair.inference_cache.extend([reference_logits, reference_taps, port_logits, port_outputs])
+    return pair.inference_cache
+
+
 def check_forward(pair: AuditPair) -> CheckResult:
     """Inference mode: every layer's output, in the reference's NHWC layout."""
-    pair.sync()
-    batch = pair.batches[0]
-    _, reference_taps, _ = reference_forward(pair, batch, training=False)
-    with torch.no_grad():
-        port_logits, port_outputs = port_forward(pair, batch, training=False, draws=[])
+    _, reference_taps, port_logits, port_outputs = inference_at_audit_weights(pair)
     return CheckResult(pair.problem, "forward", pair.dtype,
                        compare_taps(pair, reference_taps, port_outputs, port_logits, "forward"))
 
 
 def check_train_mode(pair: AuditPair) -> CheckResult:
-    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics."""
-    pair.sync()
-    batch = pair.batches[0]
-    _, reference_taps, draws = reference_forward(pair, batch, training=True)
-    with torch.no_grad():
-        port_logits, port_outputs = port_forward(pair, batch, training=True, draws=draws)
-    comparisons = compare_taps(pair, reference_taps, port_outputs, port_logits, "train_mode")
-    comparisons += compare_statistics(pair, "train_mode")
+    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics.
+
+    The train-mode pass is the one behind the gradients of batch 0 (the same forward).
+    """
+    gradients = gradients_at_audit_weights(pair, 0)
+    comparisons = compare_taps(pair, gradients.reference_taps, gradients.port_outputs, gradients.port_logits,
+                               "train_mode")
+    limit = tolerance("train_mode", pair.dtype)
+    comparisons += [compare(name, gradients.port_statistics[name], value, limit)
+                    for name, value in gradients.reference_statistics.items()]
     return CheckResult(pair.problem, "train_mode", pair.dtype, comparisons)
 
 
-def compare_statistics(pair: AuditPair, kind: str, prefix: str = "") -> list[Comparison]:
-    tensors = port_tensors(pair.model)
-    limit = tolerance(kind, pair.dtype)
-    return [compare(f"{prefix}{row.reference}", to_reference_layout(row, tensors[row.port].detach().numpy()),
-                    pair.reference.graph.variables[row.reference].numpy(), limit)
-            for row in pair.problem_map.params if row.transform == "bn_statistic"]
+def _statistic_rows(pair: AuditPair):
+    return [row for row in pair.problem_map.params if row.transform == "bn_statistic"]
 
 
 def check_loss(pair: AuditPair) -> CheckResult:
     """Mean cross-entropy, the L2 regularizer, their sum, and accuracy, in inference mode."""
-    pair.sync()
+    reference_logits, _, port_logits, _ = inference_at_audit_weights(pair)
     batch = pair.batches[0]
-    reference_logits, _, _ = reference_forward(pair, batch, training=False)
+    pair.sync()
     reference_data, reference_l2 = pair.reference.loss_terms(reference_logits, batch.labels)
     reference_accuracy = pair.reference.accuracy(reference_logits, batch.labels)
     with torch.no_grad():
-        port_logits, _ = port_forward(pair, batch, training=False, draws=[])
         port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_logits, batch.port_labels())
         port_accuracy = (port_logits.argmax(1) == batch.port_labels()).double().mean()
     limit = tolerance("loss", pair.dtype)
@@ -217,8 +235,8 @@ def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.nda
             for (name, v), g in zip(variables.items(), gradients)}, draws, taps
 
 
-def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict]:
-    """Gradients of the port's objective (reference layouts, by reference name), and its layer outputs."""
+def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
+    """Gradients of the port's objective (reference layouts, by reference name), its layer outputs, its logits."""
     pair.model.zero_grad(set_to_none=True)
     logits, outputs = port_forward(pair, batch, training=True, draws=draws)
     data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, logits, batch.port_labels())
@@ -228,7 +246,7 @@ def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.n
     for name, row in pair.trainable_rows():
         grad = tensors[row.port].grad
         gradients[name] = None if grad is None else to_reference_layout(row, grad.numpy())
-    return gradients, outputs
+    return gradients, outputs, logits.detach()
 
 
 def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int:
@@ -256,7 +274,10 @@ class GradientPair:
     reference_taps: dict
     port: dict[str, np.ndarray | None]  # reference layouts, by reference name
     port_outputs: dict
+    port_logits: torch.Tensor
     port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
+    reference_statistics: dict[str, np.ndarray]  # BN moving statistics after the train-mode pass
+    port_statistics: dict[str, np.ndarray]  # the port's running statistics then, reference layouts
 
 
 def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPair:
@@ -264,13 +285,18 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
         batch = pair.batches[batch_index]
         pair.sync()
         reference_grads, draws, reference_taps = reference_gradients(pair, batch)
+        reference_statistics = {row.reference: np.array(pair.reference.graph.variables[row.reference].numpy())
+                                for row in _statistic_rows(pair)}
         pair.sync()
-        port_grads, port_outputs = port_gradients(pair, batch, draws)
+        port_grads, port_outputs, port_logits = port_gradients(pair, batch, draws)
         tensors = port_tensors(pair.model)
         raw = {row.port: None if tensors[row.port].grad is None else tensors[row.port].grad.clone()
                for _, row in pair.trainable_rows()}
+        port_statistics = {row.reference: to_reference_layout(row, tensors[row.port].detach().numpy())
+                           for row in _statistic_rows(pair)}
         pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
-                                                        port_outputs, raw)
+                                                        port_outputs, port_logits, raw, reference_statistics,
+                                                        port_statistics)
     return pair.gradient_cache[batch_index]
 
 
@@ -359,9 +385,29 @@ def _sync_optimizer_state(pair, kind, optimizer, reference_optimizer) -> None:
             optimizer.state[tensors[row.port]][key] = value.to(pair.torch_dtype)
 
 
-def _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step,
+@dataclass
+class ReferenceStep:
+    """The reference's state after one step, in port layouts (computed once, used by both variants)."""
+
+    updates: dict[str, np.ndarray]  # by reference name
+    slots: dict[str, dict[str, np.ndarray]]  # reference name -> slot -> value
+
+
+def reference_step(pair: AuditPair, kind: str, reference_optimizer, before_port: dict) -> ReferenceStep:
+    from tf_reference.optimizers import SLOT_NAMES
+
+    updates, slots = {}, {}
+    for name, row in pair.trainable_rows():
+        variable = pair.reference.graph.variables[name]
+        updates[name] = to_port_layout(row, variable.numpy()) - before_port[row.port]
+        slots[name] = {slot: to_port_layout(row, reference_optimizer.get_slot(variable, slot).numpy())
+                       for slot in SLOT_NAMES[kind]}
+    return ReferenceStep(updates, slots)
+
+
+def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_port, step,
                       reference_grads=None, port_grads=None, slots_before=None) -> list[Comparison]:
-    """Compare each parameter's update and each optimizer slot after one step.
+    """Compare each parameter's update and each optimizer slot after one step (in port layouts).
 
     With the port's own gradients (port_grads given), errors are allowed to reach what the
     measured gradient difference explains (propagated_gradient_error).
@@ -371,26 +417,29 @@ def _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step,
     machine_epsilon = np.finfo(NUMPY_DTYPES[pair.dtype]).eps
     comparisons = []
     for name, row in pair.trainable_rows():
-        variable = pair.reference.graph.variables[name]
-        # An update is seen only through the parameter, rounded to its dtype on both sides.
-        rounding = 2 * machine_epsilon * np.abs(before[name])
-        explained = {}
-        if port_grads is not None and port_grads.get(name) is not None:
-            explained = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
-                                                  slots_before[name])
-        port_update = to_reference_layout(row, tensors[row.port].detach().numpy()) - before[name]
-        comparisons.append(compare(f"step{step} {name} (update)", port_update, variable.numpy() - before[name], limit,
-                                   explained_error=rounding + explained.get("update", 0.0)))
+        own_gradients = port_grads is not None and port_grads.get(name) is not None
+
+        def explained(quantity: str, name=name, row=row, own_gradients=own_gradients):
+            # An update is seen only through the parameter, rounded to its dtype on both sides.
+            bound = 2 * machine_epsilon * np.abs(before_port[row.port]) if quantity == "update" else 0.0
+            if own_gradients:
+                propagated = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
+                                                       slots_before[name])[quantity]
+                bound = bound + to_port_layout(row, propagated)
+            return bound
+
+        port_update = tensors[row.port].detach().numpy() - before_port[row.port]
+        comparisons.append(compare(f"step{step} {name} (update)", port_update, reference.updates[name], limit,
+                                   explained_error=lambda: explained("update")))
         for slot, key in pair.port.optimizer_state[kind].items():
             port_state = optimizer.state.get(tensors[row.port], {}).get(key)
-            reference_slot = reference_optimizer.get_slot(variable, slot)
             if port_state is None:
                 comparisons.append(Comparison(f"step{step} {name}/{slot}", float("nan"), float("nan"), limit, False,
                                               f"the port optimizer has no state {key!r}"))
             else:
-                comparisons.append(compare(f"step{step} {name}/{slot}",
-                                           to_reference_layout(row, port_state.numpy()), reference_slot.numpy(), limit,
-                                           explained_error=explained.get(slot)))
+                comparisons.append(compare(f"step{step} {name}/{slot}", port_state.numpy(),
+                                           reference.slots[name][slot], limit,
+                                           explained_error=lambda slot=slot: explained(slot)))
     return comparisons
 
 
@@ -411,34 +460,37 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
     for step in range(1, OPTIMIZER_STEPS + 1):
         batch = pair.batches[(step - 1) % len(pair.batches)]
         before = pair.reference_values()
-        pair.sync(before)
+        before_port = to_port_values(before, pair.model, pair.problem_map)
+        pair.sync(before, before_port)
         _sync_optimizer_state(pair, kind, optimizer, reference_optimizer)
         state_before = copy.deepcopy(optimizer.state_dict())
 
         if step == 1:  # the audit weights: the same gradients as the 'gradients' check
             cached = gradients_at_audit_weights(pair, 0)
             reference_grads, port_grads = cached.reference, cached.port
-            pair.sync(before)
+            pair.sync(before, before_port)
             tensors = port_tensors(pair.model)
             for name, grad in cached.port_grads.items():
                 tensors[name].grad = None if grad is None else grad.clone()
         else:
             reference_grads, draws, _ = reference_gradients(pair, batch)
-            pair.sync(before)  # undo the BN statistics the reference's train-mode forward moved
-            port_grads, _ = port_gradients(pair, batch, draws)
+            pair.sync(before, before_port)  # undo the BN statistics the reference's train-mode forward moved
+            port_grads, _, _ = port_gradients(pair, batch, draws)
         optimizer.step()
         slots_before = _reference_slots(pair, kind, reference_optimizer)
         reference_optimizer.apply_gradients(
             [(tf.constant(reference_grads[name]), variable) for name, variable in variables.items()])
-        own.comparisons += _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step,
+        reference = reference_step(pair, kind, reference_optimizer, before_port)
+        own.comparisons += _step_comparisons(pair, kind, optimizer, reference, before_port, step,
                                              reference_grads, port_grads, slots_before)
 
-        _restore_port(pair, before, optimizer, state_before)
+        load_port_values(pair.model, before_port)  # the port back to its pre-step state
+        optimizer.load_state_dict(state_before)
         tensors = port_tensors(pair.model)
         for name, row in pair.trainable_rows():
             tensors[row.port].grad = torch.from_numpy(to_port_layout(row, reference_grads[name])).to(pair.torch_dtype)
         optimizer.step()
-        fed.comparisons += _step_comparisons(pair, kind, optimizer, reference_optimizer, before, step)
+        fed.comparisons += _step_comparisons(pair, kind, optimizer, reference, before_port, step)
         if missing := [name for name, grad in port_grads.items() if grad is None]:
             own.notes.append(f"step{step}: no port gradient for {', '.join(missing)}")
     if kind == "adam":
@@ -480,12 +532,6 @@ def _reference_slots(pair, kind, reference_optimizer) -> dict[str, dict[str, np.
             slot_variable = reference_optimizer.get_slot(variable, slot)
             slots[name][slot] = np.zeros(variable.shape) if slot_variable is None else slot_variable.numpy()
     return slots
-
-
-def _restore_port(pair, before, optimizer, state_before) -> None:
-    """Put the port back to its pre-step parameters and optimizer state; leave the reference stepped."""
-    reference_to_port(before, pair.model, pair.problem_map)
-    optimizer.load_state_dict(state_before)
 
 
 CHECKS: dict[str, Callable[[AuditPair], list[CheckResult]]] = {

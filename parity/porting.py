@@ -46,22 +46,36 @@ def check_coverage(problem_map: ProblemMap, reference_names, model: nn.Module) -
         raise WeightMapError("; ".join(problems))
 
 
-def reference_to_port(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap) -> None:
-    """Copy reference values (reference layouts) into the port's parameters and buffers."""
+def to_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module,
+                   problem_map: ProblemMap) -> dict[str, np.ndarray]:
+    """Reference values (reference layouts) in the port's layouts, by port tensor name; shapes checked."""
+    tensors = port_tensors(model)
+    values = {}
+    for row in problem_map.params:
+        reference_value = np.asarray(reference_values[row.reference])
+        target = tensors[row.port]
+        try:
+            value = to_port_layout(row, reference_value)
+        except ValueError:
+            value = reference_value  # the transform cannot even reshape it: report the raw shapes
+        if tuple(value.shape) != tuple(target.shape):
+            raise WeightMapError(
+                f"shape mismatch: reference {row.reference} {tuple(reference_value.shape)} "
+                f"-> {row.transform} -> {tuple(value.shape)}, but port {row.port} is {tuple(target.shape)}")
+        values[row.port] = value
+    return values
+
+
+def load_port_values(model: nn.Module, port_values: Mapping[str, np.ndarray]) -> None:
     tensors = port_tensors(model)
     with torch.no_grad():
-        for row in problem_map.params:
-            reference_value = np.asarray(reference_values[row.reference])
-            target = tensors[row.port]
-            try:
-                value = to_port_layout(row, reference_value)
-            except ValueError:
-                value = reference_value  # the transform cannot even reshape it: report the raw shapes
-            if tuple(value.shape) != tuple(target.shape):
-                raise WeightMapError(
-                    f"shape mismatch: reference {row.reference} {tuple(reference_values[row.reference].shape)} "
-                    f"-> {row.transform} -> {tuple(value.shape)}, but port {row.port} is {tuple(target.shape)}")
-            target.copy_(torch.from_numpy(value))
+        for name, value in port_values.items():
+            tensors[name].copy_(torch.from_numpy(value))
+
+
+def reference_to_port(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap) -> None:
+    """Copy reference values (reference layouts) into the port's parameters and buffers."""
+    load_port_values(model, to_port_values(reference_values, model, problem_map))
 
 
 def port_to_reference(model: nn.Module, reference_shapes: Mapping[str, tuple], problem_map: ProblemMap) -> dict:

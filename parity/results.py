@@ -77,25 +77,28 @@ def compare(item: str, port_value, reference_value, tolerance: float, note: str 
             explained_error=None) -> Comparison:
     """Compare two arrays already in the same layout. Non-finite values or shape mismatches fail.
 
-    Passes when max_rel <= tolerance, or, where `explained_error` (an elementwise bound on the
-    error that an upstream, separately checked difference accounts for) is given, when every
-    element's error is within tolerance * scale + explained_error.
+    Passes when max_rel <= tolerance, or, where `explained_error` (a function returning an
+    elementwise bound on the error that an upstream, separately checked difference accounts
+    for; called only when needed) is given, when every element's error is within
+    tolerance * scale + explained_error().
     """
-    port = np.asarray(port_value, dtype=np.float64)
-    reference = np.asarray(reference_value, dtype=np.float64)
+    port, reference = np.asarray(port_value), np.asarray(reference_value)
     if port.shape != reference.shape:
         return Comparison(item, float("nan"), float("nan"), tolerance, False,
                           f"shape mismatch: port {port.shape} vs reference {reference.shape}")
-    bad = [side for side, a in (("port", port), ("reference", reference)) if not np.all(np.isfinite(a))]
-    if bad:
+    if not port.size:
+        return Comparison(item, 0.0, 0.0, tolerance, True, note)
+    error = np.abs(np.subtract(port, reference, dtype=np.float64))
+    max_abs = float(np.max(error))
+    scale = float(np.max(np.abs(reference)))
+    if not (np.isfinite(max_abs) and np.isfinite(scale)):  # a NaN or Inf anywhere reaches these maxima
+        bad = [side for side, a in (("port", port), ("reference", reference)) if not np.all(np.isfinite(a))]
         return Comparison(item, float("nan"), float("nan"), tolerance, False,
                           f"non-finite values (NaN/Inf) in {' and '.join(bad)}")
-    max_abs = float(np.max(np.abs(port - reference))) if port.size else 0.0
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     max_rel = max_abs / max(scale, SCALE_FLOOR)
     passed = max_rel <= tolerance
     if not passed and explained_error is not None:
-        passed = bool(np.all(np.abs(port - reference) <= tolerance * scale + np.asarray(explained_error)))
+        passed = bool(np.all(error <= tolerance * scale + np.asarray(explained_error())))
         if passed:
             note = (note + "; " if note else "") + "error within the propagated gradient difference"
     return Comparison(item, max_abs, max_rel, tolerance, passed, note)

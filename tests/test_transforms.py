@@ -46,3 +46,13 @@ def test_dense_after_flatten_maps_nchw_flatten_onto_nhwc_flatten():
     np.testing.assert_allclose(port_out, reference_out, rtol=1e-12)
     # A plain transpose would not do: the NCHW-flatten order bug this transform prevents.
     assert not np.allclose(port_out, activation_nchw.transpose(0, 2, 3, 1).reshape(5, -1) @ weight_oi.T)
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_transforms_return_new_arrays(name):
+    # Callers keep results of tensor.numpy() (which shares memory with the tensor) across syncs.
+    shape, args = SHAPES[name]
+    value = np.random.default_rng(2).normal(size=shape)
+    assert not np.shares_memory(TRANSFORMS[name].to_reference(value, *args), value)
+    reference_value = TRANSFORMS[name].to_reference(value, *args)
+    assert not np.shares_memory(TRANSFORMS[name].to_port(reference_value, *args), reference_value)
