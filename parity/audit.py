@@ -7,11 +7,13 @@ from typing import Callable
 
 import numpy as np
 
-from parity.checks import CHECKS, AuditPair, Batch, audit_values
-from parity.frameworks import THREADS, TORCH_DTYPES, load_tensorflow
-from parity.port import Port
+from parity.frameworks import THREADS, TORCH_DTYPES
+from parity.port import Port, load_port
 from parity.porting import WeightMapError, check_coverage
 from parity.results import CheckResult
+
+# TensorFlow (parity.checks, tf_reference) is imported only where a check runs, so a parallel
+# audit's parent process stays light and its workers import it side by side.
 
 AUDIT_BATCH_SIZE = 2  # small: the audit compares semantics, not throughput; >1 for BN statistics
 AUDIT_BATCHES = 6  # steps use the first 3; the gradient check may skip kink-flip batches
@@ -36,9 +38,8 @@ class AuditRun:
 
 
 def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
-    from tf_reference import REFERENCE_PROBLEMS
-
-    available = [name for name in port.problems if name in REFERENCE_PROBLEMS]
+    """The port's problems (a problem the reference lacks fails its audit's set-up, with a message)."""
+    available = list(port.problems)
     if not requested:
         return available
     unknown = [name for name in requested if name not in available]
@@ -47,17 +48,21 @@ def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
     return list(requested)
 
 
-def make_batches(input_shape, num_outputs: int, dtype: str, seed: int) -> list[Batch]:
+def make_batches(input_shape, num_outputs: int, dtype: str, seed: int) -> list:
+    from parity.checks import Batch
+
     rng = np.random.default_rng(seed)
     return [Batch(rng.normal(size=(AUDIT_BATCH_SIZE, *input_shape)).astype(dtype),
                   rng.integers(0, num_outputs, size=AUDIT_BATCH_SIZE))
             for _ in range(AUDIT_BATCHES)]
 
 
-def build_pair(port: Port, problem: str, dtype: str, seed: int) -> AuditPair:
-    tf = load_tensorflow()
+def build_pair(port: Port, problem: str, dtype: str, seed: int):
+    from parity.checks import AuditPair, audit_values
+    from parity.frameworks import load_tensorflow
     from tf_reference import ReferenceProblem
 
+    tf = load_tensorflow()
     reference = ReferenceProblem(problem, getattr(tf, dtype), seed)
     model = port.build_model(problem).to(TORCH_DTYPES[dtype])
     problem_map = port.weight_maps[problem]
@@ -72,6 +77,8 @@ def build_pair(port: Port, problem: str, dtype: str, seed: int) -> AuditPair:
 def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
                   checks: list[str] | None = None) -> list[CheckResult]:
     """All checks of one problem in one dtype. A check that raises becomes a failed result."""
+    from parity.checks import CHECKS
+
     try:
         pair = build_pair(port, problem, dtype, seed)
     except (WeightMapError, KeyError, ValueError, RuntimeError) as error:
@@ -114,11 +121,48 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     return run
 
 
+def _audit_worker(port_spec: str | None, problems: list[str], dtype: str, seed: int, init: bool) -> AuditRun:
+    return run_audit(load_port(port_spec), problems, [dtype], seed, progress=lambda line: print(line, flush=True),
+                     init=init)
+
+
+def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0) -> AuditRun:
+    """One worker process per dtype, splitting the threads between them (the first also audits init).
+
+    Much of an audit is single-threaded Python and numpy, so two workers with one thread each
+    finish both dtypes sooner than one process with two threads. Workers are spawned (never
+    forked) and load the port from its spec, since a Port holds functions.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = len(dtypes)
+    saved = os.environ.get("PARITY_THREADS")
+    os.environ["PARITY_THREADS"] = str(max(1, THREADS // jobs))  # inherited by the spawned workers
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_audit_worker, port_spec, problems, dtype, seed, index == 0)
+                       for index, dtype in enumerate(dtypes)]
+            runs = [future.result() for future in futures]
+    finally:
+        if saved is None:
+            os.environ.pop("PARITY_THREADS")
+        else:
+            os.environ["PARITY_THREADS"] = saved
+    merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
+    for run in runs:
+        merged.results += run.results
+        merged.seconds |= run.seconds
+    return merged
+
+
 def environment() -> dict:
     import platform
 
+    from importlib.metadata import version
+
     import torch
 
-    tf = load_tensorflow()
-    return {"torch": torch.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+    return {"torch": torch.__version__, "tensorflow": version("tensorflow-cpu"), "numpy": np.__version__,
             "python": platform.python_version(), "threads": THREADS, "audit_batch_size": AUDIT_BATCH_SIZE}

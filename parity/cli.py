@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory for parity-report.json and parity-report.md (default: ./parity-report)")
     audit.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: this repository's deepobs)")
     audit.add_argument("--seed", type=int, default=0, help="seed of audit weights, batches and dropout draws")
+    audit.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="1: one process; default: one worker process per dtype when there are 2+ cores")
     pipelines = commands.add_parser("pipelines", help="audit the data pipelines (port vs tf.data reference)")
     pipelines.add_argument("--dataset", nargs="+", metavar="NAME", help="data sets (default: all)")
     pipelines.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
@@ -40,10 +43,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from parity.audit import UnknownProblemError, environment, resolve_problems, run_audit
+        from parity.audit import UnknownProblemError, environment, resolve_problems, run_audit, run_audit_parallel
         from parity.port import PortError, load_port
         from parity.report import summary, write_reports
-    except ImportError as error:  # TensorFlow missing: the reference's import says which extra
+        from parity.frameworks import require_tensorflow
+
+        require_tensorflow()
+    except ImportError as error:  # TensorFlow missing: say which extra
         return fail(str(error))
     if args.command == "pipelines":
         return audit_pipelines_command(args.dataset, args.report)
@@ -58,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     start = time.perf_counter()
     print(f"auditing port {port.name!r}: {len(problems)} problem(s), {', '.join(dtypes)}", flush=True)
-    run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True))
+    jobs = args.jobs if args.jobs is not None else (len(dtypes) if (os.cpu_count() or 1) >= 2 else 1)
+    if jobs > 1 and len(dtypes) > 1:
+        run = run_audit_parallel(args.port, problems, dtypes, args.seed)
+    else:
+        run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True))
     try:
         json_path, markdown_path = write_reports(run, environment(), args.report)
     except OSError as error:

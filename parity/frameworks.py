@@ -26,6 +26,14 @@ def load_tensorflow():
     return tf
 
 
+def require_tensorflow() -> None:
+    """Fail early, in one line, where the reference cannot be imported (checked without importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError("TensorFlow is not installed; the reference needs the 'tf' extra: pip install -e '.[tf]'")
+
+
 torch.set_num_threads(THREADS)
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}

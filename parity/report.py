@@ -67,7 +67,7 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         "",
         f"Port `{run.port}` against `tf_reference` on {len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, "
         f"seed {run.seed}. {len(run.results)} checks, {len(failed)} failed, "
-        f"{sum(run.seconds.values()):.1f} s.",
+        f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()),
         "",
@@ -119,5 +119,5 @@ def summary(run: AuditRun) -> list[str]:
         lines.append(f"FAIL {result.problem} {result.dtype} {result.check}: {where}")
     lines.append(f"{'PASSED' if run.passed else 'FAILED'}: {len(run.results) - len(failed)}/{len(run.results)} checks "
                  f"passed on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
-                 f"in {sum(run.seconds.values()):.1f} s")
+                 f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines

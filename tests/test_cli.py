@@ -47,3 +47,13 @@ def test_missing_tensorflow_names_the_extra():
 def test_help_exits_0():
     completed = subprocess.run([sys.executable, "-m", "parity", "--help"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0 and "audit" in completed.stdout
+
+
+def test_parallel_audit_of_both_dtypes_reports_every_check(tmp_path, capsys):
+    import json
+
+    assert main(["audit", "--problem", "mnist_logreg", "--report", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "parity-report.json").read_text())
+    checks = {(r["dtype"], r["check"]) for r in report["results"]}
+    assert {("float32", "forward"), ("float64", "forward"), ("float32", "init")} <= checks
+    assert len(report["results"]) == 2 * 10 + 1 and report["passed"]
