@@ -18,7 +18,7 @@ from parity.dropout import NoiseRecorder, injected_dropout
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import ProblemMap
 from parity.port import Port
-from parity.porting import (WeightMapError, load_port_values, port_tensors, reference_to_port, to_port_layout,
+from parity.porting import (WeightMapError, load_port_values, port_tensors, to_port_layout,
                             to_port_values, to_reference_layout)
 from parity.results import CheckResult, Comparison, compare
 from parity.tolerances import tolerance
@@ -68,16 +68,15 @@ class AuditPair:
 
         `port_values`, if given, are `values` already in port layouts (see to_port_values).
         """
-        if values is None and not self.audit_port_values:
-            self.audit_port_values = to_port_values(self.audit_values, self.model, self.problem_map)
-        for name, variable in self.reference.graph.variables.items():
-            variable.assign(self.audit_values[name] if values is None else values[name])
         if values is None:
-            load_port_values(self.model, self.audit_port_values)
-        elif port_values is not None:
-            load_port_values(self.model, port_values)
-        else:
-            reference_to_port(values, self.model, self.problem_map)
+            if not self.audit_port_values:
+                self.audit_port_values = to_port_values(self.audit_values, self.model, self.problem_map)
+            values, port_values = self.audit_values, self.audit_port_values
+        elif port_values is None:
+            port_values = to_port_values(values, self.model, self.problem_map)
+        for name, variable in self.reference.graph.variables.items():
+            variable.assign(values[name])
+        load_port_values(self.model, port_values)
 
     def reference_values(self) -> dict[str, np.ndarray]:
         return {name: np.array(v.numpy(), copy=True) for name, v in self.reference.graph.variables.items()}
