@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,6 +85,58 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     vectorises over channels only in NHWC; a no-op when x is already channels_last.
     """
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def tf1_bilinear_source(in_size: int, out_size: int):
+    """TF1 `resize_images` bilinear sampling for one axis: (lower, upper, lerp) per output index.
+
+    The original's ResizeBilinear kernel (align_corners=False, half_pixel_centers=False) samples
+    output i at source i * (in/out) with no half-pixel shift, computed in float32, and clamps the
+    upper neighbour at the edge: for 32->224 the last 7 outputs repeat the edge pixel.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    floor = np.floor(source)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(source).astype(np.int64), in_size - 1)
+    return lower, upper, (source - floor).astype(np.float32)
+
+
+class ResizeBilinearTF1(nn.Module):
+    """`tf.image.resize_images(x, size)` of TF1 (bilinear, legacy pixel grid), NCHW.
+
+    Not `F.interpolate`: align_corners=False uses half-pixel centres and align_corners=True
+    stretches the corners; both sample other source points. Same-size input passes through
+    unchanged, as TF1's resize_images returns it.
+    """
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+        self._grids: dict = {}
+
+    def _grid(self, in_hw, dtype, device):
+        key = (tuple(in_hw), dtype, device)
+        if key not in self._grids:
+            grid = []
+            for in_size, out_size in zip(in_hw, self.size):
+                lower, upper, lerp = tf1_bilinear_source(in_size, out_size)
+                grid += [torch.from_numpy(lower).to(device), torch.from_numpy(upper).to(device),
+                         torch.from_numpy(lerp).to(device=device, dtype=dtype)]
+            self._grids[key] = grid
+        return self._grids[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        y_lower, y_upper, y_lerp, x_lower, x_upper, x_lerp = self._grid(x.shape[-2:], x.dtype, x.device)
+        rows_lower, rows_upper = x.index_select(2, y_lower), x.index_select(2, y_upper)
+        top_left, top_right = rows_lower.index_select(3, x_lower), rows_lower.index_select(3, x_upper)
+        bottom_left, bottom_right = rows_upper.index_select(3, x_lower), rows_upper.index_select(3, x_upper)
+        # The kernel's order of operations (compute_lerp), so float32 agrees to round-off.
+        top = top_left + (top_right - top_left) * x_lerp
+        bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
+        return top + (bottom - top) * y_lerp[:, None]
 
 
 class FlattenNCHW(nn.Module):

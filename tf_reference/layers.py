@@ -140,6 +140,29 @@ class Graph:
         y = (x - mean) * (gamma * tf.math.rsqrt(variance + epsilon)) + beta
         return self.tap(name, y)
 
+    def resize_images(self, x, size: tuple[int, int]) -> tf.Tensor:
+        """tf.image.resize_images(x, size) of TF1: bilinear, align_corners=False, no half-pixel centres.
+
+        In float32 this runs the original's own op (ResizeBilinear, half_pixel_centers=False). That
+        kernel computes in float32 whatever the input, so float64 runs its arithmetic written out:
+        source = i * float32(in/out), lower = floor, upper = min(ceil, in-1), lerp in float32, then
+        top/bottom/out lerps in the kernel's order.
+        """
+        name = self._layer_name("resize_images")
+        if tuple(x.shape[1:3]) == tuple(size):  # resize_images returns same-size images unchanged
+            return self.tap(name, x)
+        if self.dtype == tf.float32:
+            return self.tap(name, tf.compat.v1.image.resize_images(x, size))
+        axes = [_legacy_bilinear_axis(int(n), int(m), self.dtype) for n, m in zip(x.shape[1:3], size)]
+        (y_lower, y_upper, y_lerp), (x_lower, x_upper, x_lerp) = axes
+        rows_lower, rows_upper = tf.gather(x, y_lower, axis=1), tf.gather(x, y_upper, axis=1)
+        top_left, top_right = tf.gather(rows_lower, x_lower, axis=2), tf.gather(rows_lower, x_upper, axis=2)
+        bottom_left, bottom_right = tf.gather(rows_upper, x_lower, axis=2), tf.gather(rows_upper, x_upper, axis=2)
+        x_lerp = tf.reshape(x_lerp, (1, 1, -1, 1))
+        top = top_left + (top_right - top_left) * x_lerp
+        bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
+        return self.tap(name, top + (bottom - top) * tf.reshape(y_lerp, (1, -1, 1, 1)))
+
     def dropout(self, x, rate: float, training: bool) -> tf.Tensor:
         """tf.layers.dropout: elementwise, kept with prob 1-rate, scaled by 1/(1-rate), train phase only."""
         name = self._layer_name("dropout")
@@ -151,6 +174,16 @@ class Graph:
                 noise = tf.constant(self._dropout_noise(name, tuple(x.shape)), dtype=self.dtype)
                 x = x * (1.0 / (1.0 - rate)) * tf.cast(noise >= rate, self.dtype)
         return self.tap(name, x)
+
+
+def _legacy_bilinear_axis(in_size: int, out_size: int, dtype):
+    """One axis of ResizeBilinear's CachedInterpolation (legacy scaler), as in its CPU kernel."""
+    scale = tf.constant(in_size, tf.float32) / tf.constant(out_size, tf.float32)
+    source = tf.cast(tf.range(out_size), tf.float32) * scale
+    floor = tf.floor(source)
+    lower = tf.maximum(tf.cast(floor, tf.int64), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(source), tf.int64), in_size - 1)
+    return lower, upper, tf.cast(source - floor, dtype)
 
 
 def kernel_name(layer_name: str) -> str:
