@@ -338,7 +338,42 @@ def check_init(port: Port, problem: str, seeds: Sequence[int] = DEFAULT_SEEDS) -
         else:
             rng = np.random.default_rng([seeds[0], index])
             result.comparisons.append(compare_random(name, port_sample, reference_sample, rng))
+    try:
+        result.comparisons.append(check_seeding(port, problem, seeds, port_draws))
+    except Exception as error:  # noqa: BLE001 - a build that fails the second time is a failed row
+        result.comparisons.append(Comparison(SEEDING_ITEM, float("nan"), float("nan"), 0.0, False,
+                                             f"{type(error).__name__}: {error}"))
     return result
+
+
+SEEDING_ITEM = "(initial weights follow the global seed)"
+
+
+def check_seeding(port: Port, problem: str, seeds: Sequence[int], port_draws: list[dict]) -> Comparison:
+    """The port's initial weights come from the global torch seed, as the original's from the graph seed.
+
+    Two builds under one `torch.manual_seed` must be identical (a constructor drawing from another
+    source, or reseeding itself with a varying seed, fails) and builds under two seeds must differ in
+    every random tensor that has more than one element (a constructor that seeds its own RNG with a
+    constant fails). max_abs is the largest same-seed difference; the row passes at 0 with no
+    identical random tensor across seeds.
+    """
+    other_seed = next(seed for seed in (*seeds, max(seeds) + 1) if seed != seeds[0])
+    again = _port_draw(port, problem, seeds[0])
+    other = port_draws[1] if len(port_draws) > 1 and seeds[1] == other_seed else _port_draw(port, problem, other_seed)
+    first = port_draws[0]
+    same_seed_difference = max((float(np.max(np.abs(first[name].astype(np.float64) - again[name])))
+                                for name in first if first[name].size), default=0.0)
+    random_names = [name for name, value in first.items() if value.size > 1 and not np.all(value == value.flat[0])]
+    unchanged = [name for name in random_names if np.array_equal(first[name], other[name])]
+    passed = same_seed_difference == 0.0 and not unchanged
+    note = (f"two builds under torch.manual_seed({seeds[0]}): max difference {same_seed_difference:.3g}; "
+            + (f"seed {other_seed}: {len(random_names) - len(unchanged)} of {len(random_names)} random tensors differ"
+               if random_names else "no random tensor (every initial value is a constant)"))
+    if unchanged:
+        note += f"; identical across seeds: {', '.join(unchanged[:5])}{' ...' if len(unchanged) > 5 else ''}"
+    # max_rel: 0 when both hold, else the same-seed difference plus the count of unchanged tensors.
+    return Comparison(SEEDING_ITEM, same_seed_difference, same_seed_difference + len(unchanged), 0.0, passed, note)
 
 
 def audit_init(port: Port, problems: Sequence[str], seeds: Sequence[int] = DEFAULT_SEEDS) -> list[CheckResult]:

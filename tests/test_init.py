@@ -20,8 +20,8 @@ from torch import nn
 
 from deepobs.problems import PROBLEMS
 from parity.frameworks import load_tensorflow
-from parity.init_check import (CRITERIA, DEFAULT_SEEDS, MAX_DRAWS, TRUNCATED_NORMAL_STD_CORRECTION, Sample,
-                               audit_init, check_init, random_outcomes)
+from parity.init_check import (CRITERIA, DEFAULT_SEEDS, MAX_DRAWS, SEEDING_ITEM, TRUNCATED_NORMAL_STD_CORRECTION,
+                               Sample, audit_init, check_init, random_outcomes)
 from parity.port import Port, deepobs_port
 from parity.porting import port_tensors
 
@@ -50,8 +50,10 @@ def test_port_initialisers_match_the_original(port, problem):
     assert not result.error, result.error
     assert result.check == "init" and result.dtype == "float32"
     assert result.passed, failures(result)
-    # Every reference variable is compared, the BN moving statistics (non-trainable) included.
-    assert len(result.comparisons) == len(port.weight_maps[problem].params)
+    # Every reference variable is compared, the BN moving statistics (non-trainable) included,
+    # then the seeding row.
+    assert len(result.comparisons) == len(port.weight_maps[problem].params) + 1
+    assert result.comparisons[-1].item == SEEDING_ITEM
 
 
 def test_constants_and_families_are_read_from_the_reference(port):
@@ -151,6 +153,39 @@ def test_planted_bug_fails_on_its_tensor(bug):
             assert criterion in verdict.split(", "), failed[item]
     worst = result.worst
     assert worst is not None and worst.item in expected and worst.max_rel > worst.tolerance
+
+
+def _seeding_row(result):
+    return next(c for c in result.comparisons if c.item == SEEDING_ITEM)
+
+
+def test_initial_weights_follow_the_global_seed():
+    row = _seeding_row(check_init(deepobs_port(), "mnist_2c2d"))
+    assert row.passed and row.max_abs == 0.0 and "4 of 4 random tensors differ" in row.note, row.note
+
+
+def test_a_constructor_that_seeds_itself_fails():
+    base = deepobs_port()
+
+    def self_seeding(name):
+        torch.manual_seed(1234)  # the slip: the model ignores the caller's seed
+        return base.build_model(name)
+
+    result = check_init(dataclasses.replace(base, build_model=self_seeding), "mnist_2c2d")
+    row = _seeding_row(result)
+    assert not row.passed and "identical across seeds" in row.note and not result.passed
+
+
+def test_a_constructor_that_draws_from_a_fresh_seed_fails():
+    base = deepobs_port()
+    counter = iter(range(10**6))
+
+    def fresh_seed(name):
+        torch.manual_seed(next(counter) + 10_000)  # the slip: a new seed per build, not the caller's
+        return base.build_model(name)
+
+    row = _seeding_row(check_init(dataclasses.replace(base, build_model=fresh_seed), "mnist_2c2d"))
+    assert not row.passed and row.max_abs > 0, row.note
 
 
 def test_a_port_that_cannot_build_is_an_error_not_a_crash():
