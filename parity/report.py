@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from deepobs.files import atomic_write_text
 from parity.audit import AuditRun
 from parity.results import CheckResult
 
@@ -16,18 +15,6 @@ KNOWN_DEVIATIONS = [
     "In float64 the reference passes its optimizer hyperparameters as float64 tensors; the original's TF1 code "
     "would round Python floats to float32 first (lr 0.1 -> 0.10000000149).",
 ]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def to_json(run: AuditRun, environment: dict) -> str:
@@ -105,8 +92,8 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
 
 def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str = "parity-report") -> tuple[Path, Path]:
     json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    atomic_write(json_path, to_json(run, environment))
-    atomic_write(markdown_path, to_markdown(run, environment))
+    atomic_write_text(json_path, to_json(run, environment))
+    atomic_write_text(markdown_path, to_markdown(run, environment))
     return json_path, markdown_path
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import gzip
-import os
 import pickle
 import random
 import shutil
@@ -15,13 +14,13 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from deepobs.datasets.base import DataError
+from deepobs.files import atomic_output
 from deepobs.datasets.tfrecord import encode_example, frame_record
 
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -49,20 +48,6 @@ Progress = Callable[[str], None]
 
 def print_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in the same folder; replace `path` with it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def download(url: str, target: Path, progress: Progress) -> Path:
