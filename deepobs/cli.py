@@ -8,6 +8,26 @@ from pathlib import Path
 from deepobs.datasets import DATASETS, DEFAULT_DATA_DIR, DataError, get_dataset
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size, a count), else a usage error (exit 2)."""
+    return _bounded_int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a seed), else a usage error (exit 2)."""
+    return _bounded_int(text, 0, "an integer >= 0")
+
+
+def _bounded_int(text: str, minimum: int, wanted: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepobs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -18,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (check, prepare):
         action.add_argument("name", choices=list(DATASETS))
         action.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    check.add_argument("--batch-size", type=int, default=None, help="default: the data set's usual batch size")
+    check.add_argument("--batch-size", type=positive_int, default=None, help="default: the data set's usual batch size")
     check.add_argument("--valid", action="store_true", help="also the v1.2 valid split")
     prepare.add_argument("--raw-dir", type=Path, default=None,
                          help="folder with the already downloaded raw files (no network access)")

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepobs.cli import non_negative_int, positive_int
 from parity.frameworks import DTYPES
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -23,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
                        help="directory for parity-report.json and parity-report.md (default: ./parity-report)")
     audit.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: this repository's deepobs)")
-    audit.add_argument("--seed", type=int, default=0, help="seed of audit weights, batches and dropout draws")
-    audit.add_argument("--jobs", type=int, default=None, metavar="N",
+    audit.add_argument("--seed", type=non_negative_int, default=0,
+                       help="seed of audit weights, batches and dropout draws")
+    audit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                        help="1: one process; default: one worker process per dtype when there are 2+ cores")
     pipelines = commands.add_parser("pipelines", help="audit the data pipelines (port vs tf.data reference)")
     pipelines.add_argument("--dataset", nargs="+", metavar="NAME", help="data sets (default: all)")

@@ -15,6 +15,24 @@ def test_unknown_problem_exits_2_with_valid_names(capsys):
     assert err.count("\n") == 0 and "mnist_resnet" in err and "valid names: mnist_logreg" in err
 
 
+@pytest.mark.parametrize("argv", [["audit", "--seed", "-5"], ["audit", "--seed", "x"], ["audit", "--jobs", "0"]])
+def test_invalid_arguments_are_usage_errors(argv, capsys):
+    # Never an audit result: a negative seed used to reach the audit and report the port FAILED.
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {argv[1]}: '{argv[2]}' is not" in err and "Traceback" not in err
+
+
+def test_data_check_rejects_batch_size_0(capsys):
+    from deepobs.cli import main as deepobs_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        deepobs_main(["data", "check", "mnist", "--batch-size", "0"])
+    assert exit_info.value.code == 2 and "'0' is not a positive integer" in capsys.readouterr().err
+
+
 def test_bad_port_exits_2(capsys):
     assert main(["list", "--port", "no_such_module:PORT"]) == 2
     assert "cannot load port" in capsys.readouterr().err
