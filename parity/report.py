@@ -17,6 +17,11 @@ KNOWN_DEVIATIONS = [
 ]
 
 
+def known_deviations(run: AuditRun) -> list[str]:
+    """Sentences about this repository's port, shown only when that port is the one audited."""
+    return KNOWN_DEVIATIONS if run.port == "deepobs" else []
+
+
 def to_json(run: AuditRun, environment: dict) -> str:
     return json.dumps({
         "passed": run.passed,
@@ -26,7 +31,7 @@ def to_json(run: AuditRun, environment: dict) -> str:
         "seed": run.seed,
         "environment": environment,
         "seconds": run.seconds,
-        "known_deviations": KNOWN_DEVIATIONS,
+        "known_deviations": known_deviations(run),
         "results": [result.to_dict() for result in run.results],
     }, indent=2, allow_nan=True)
 
@@ -65,12 +70,14 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         "",
     ]
     if failed:
-        lines += ["## Failures", ""]
+        lines += ["## Failures", "", "Every failing row of every failed check, in forward / creation order.", ""]
         for result in failed:
             first = result.first_divergence
             where = result.error or (f"first divergence at `{first.item}`: max abs {_fmt(first.max_abs)}, "
                                      f"rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)} {first.note}")
             lines.append(f"- {result.problem} {result.dtype} {result.check}: {where}")
+            lines += [f"  - `{c.item}`: max abs {_fmt(c.max_abs)}, rel {_fmt(c.max_rel)} > {_fmt(c.tolerance)}"
+                      f"{' ' + c.note if c.note else ''}" for c in result.comparisons if not c.passed][1:]
         lines.append("")
     init_results = [r for r in run.results if r.check == "init"]
     if init_results:
@@ -86,14 +93,19 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
     notes = [(r, note) for r in run.results for note in r.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {r.problem} {r.dtype} {r.check}: {note}" for r, note in notes]
-    lines += ["", "## Known deviations of the original or the port", ""] + [f"- {d}" for d in KNOWN_DEVIATIONS]
+    if deviations := known_deviations(run):
+        lines += ["", "## Known deviations of the original or the port", ""] + [f"- {d}" for d in deviations]
     return "\n".join(lines) + "\n"
 
 
 def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str = "parity-report") -> tuple[Path, Path]:
+    """JSON, Markdown and a one-page HTML report (stem.html, with per-layer error charts), each atomically."""
+    from parity.report_html import to_html
+
     json_path, markdown_path = directory / f"{stem}.json", directory / f"{stem}.md"
     atomic_write_text(json_path, to_json(run, environment))
     atomic_write_text(markdown_path, to_markdown(run, environment))
+    atomic_write_text(directory / f"{stem}.html", to_html(run, environment, known_deviations(run)))
     return json_path, markdown_path
 
 

@@ -51,7 +51,8 @@ def test_audit_writes_reports_and_exit_code(tmp_path, capsys):
     assert "PASSED" in out
     assert (tmp_path / "parity-report.json").exists() and "# Parity audit: PASSED" in (
         tmp_path / "parity-report.md").read_text()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert "<svg" in (tmp_path / "parity-report.html").read_text()
+    assert not list(tmp_path.glob(".*.part"))
 
 
 def test_missing_tensorflow_names_the_extra():

@@ -1,0 +1,41 @@
+"""Report rendering (Markdown, HTML) from fabricated results: what a reader of a failing audit sees."""
+from parity.audit import AuditRun
+from parity.report import KNOWN_DEVIATIONS, to_json, to_markdown
+from parity.report_html import to_html
+from parity.results import CheckResult, Comparison
+
+
+def _run(port: str = "deepobs") -> AuditRun:
+    forward = CheckResult("cifar10_3c3d", "forward", "float64", [
+        Comparison("conv2d", 1e-15, 1e-16, 1e-10, True),
+        Comparison("max_pooling2d", 0.2, 0.3, 1e-10, False),
+        Comparison("conv2d_1", 0.4, 0.5, 1e-10, False),
+    ])
+    loss = CheckResult("cifar10_3c3d", "loss", "float64", [
+        Comparison("data_loss", 0.0, 0.0, 1e-10, True),
+        Comparison("regularizer", 0.1, 0.02, 1e-10, False),
+    ])
+    run = AuditRun(port, ["float64"], ["cifar10_3c3d"], 0, [forward, loss])
+    return run
+
+
+def test_markdown_lists_every_failing_row_and_the_regularizer():
+    markdown = to_markdown(_run(), {})
+    failures = markdown.split("## Failures", 1)[1].split("##", 1)[0]
+    assert "first divergence at `max_pooling2d`" in failures and "`conv2d_1`" in failures
+    assert "regularizer" in failures
+
+
+def test_sentences_about_this_port_only_when_it_is_audited():
+    assert KNOWN_DEVIATIONS[0] in to_markdown(_run("deepobs"), {})
+    foreign = _run("myport")
+    assert KNOWN_DEVIATIONS[0] not in to_markdown(foreign, {}) and KNOWN_DEVIATIONS[0] not in to_json(foreign, {})
+    assert KNOWN_DEVIATIONS[0] not in to_html(foreign, {}, [])
+
+
+def test_html_report_is_one_offline_page_with_a_layer_chart():
+    page = to_html(_run(), {"torch": "2.14.1"}, [])
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1
+    assert "src=" not in page and "<script" not in page  # nothing to fetch, nothing to run
+    assert "max_pooling2d (float64 forward): rel 3.00e-01, tolerance 1.0e-10 FAIL" in page
+    assert "float64 tolerance 1.0e-10" in page and "regularizer" in page
