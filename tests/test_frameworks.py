@@ -47,3 +47,17 @@ def test_any_import_order_works(statements):
     completed = subprocess.run([sys.executable, "-c", statements + "; print('ok')"], capture_output=True, text=True,
                                timeout=300, cwd=ROOT)
     assert completed.returncode == 0 and completed.stdout.strip() == "ok", completed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("keep_logs", [False, True])
+def test_tensorflow_import_noise_stays_off_the_terminal_unless_asked_for(keep_logs):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PARITY_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
+    if keep_logs:
+        env["PARITY_TF_LOGS"] = "1"
+    completed = subprocess.run([sys.executable, "-c", "from tf_reference._tf import tf; print(tf.constant(2.0).numpy())"],
+                               capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert completed.returncode == 0 and completed.stdout.strip() == "2.0"
+    noisy = "oneDNN custom operations are on" in completed.stderr
+    assert noisy == keep_logs, completed.stderr

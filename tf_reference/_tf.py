@@ -7,6 +7,8 @@ makes every later import order safe. Everything else gets `tf` from here.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,8 +17,33 @@ try:
 except ImportError:
     pass
 
+# Lines TF's C++ runtime writes to fd 2 on every import (absl logs before TF_CPP_MIN_LOG_LEVEL
+# applies). They are dropped; anything else it writes there is passed on. PARITY_TF_LOGS=1 keeps all.
+IMPORT_NOISE = ("All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on")
+
+
+def _import_tensorflow():
+    if os.environ.get("PARITY_TF_LOGS"):
+        import tensorflow
+        return tensorflow
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(noise in line for noise in IMPORT_NOISE)]
+            sys.stderr.write("".join(kept))
+    return tensorflow
+
+
 try:
-    import tensorflow as tf
+    tf = _import_tensorflow()
 except ImportError as error:
     raise ImportError(
         "TensorFlow is not installed; the reference needs the 'tf' extra: pip install -e '.[tf]'"
