@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -82,13 +83,15 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
     try:
         pair = build_pair(port, problem, dtype, seed)
     except (WeightMapError, KeyError, ValueError, RuntimeError) as error:
-        return [CheckResult(problem, "setup", dtype, error=f"{type(error).__name__}: {error}")]
+        return [CheckResult(problem, "setup", dtype, error=f"{type(error).__name__}: {error}",
+                            traceback=traceback.format_exc())]
     results = []
     for name in checks or CHECKS:
         try:
             results += CHECKS[name](pair)
         except Exception as error:  # noqa: BLE001 - a crash inside a check is a failed check, reported
-            results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}"))
+            results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
+                                       traceback=traceback.format_exc()))
     return results
 
 

@@ -40,6 +40,7 @@ class CheckResult:
     comparisons: list[Comparison] = field(default_factory=list)
     error: str = ""  # set when the check could not run to the end (the failure is in the report)
     notes: list[str] = field(default_factory=list)
+    traceback: str = ""  # of the error, for the JSON report (the Markdown shows the one-line error)
 
     @property
     def passed(self) -> bool:
@@ -67,6 +68,7 @@ class CheckResult:
             "dtype": self.dtype,
             "passed": self.passed,
             "error": self.error,
+            "traceback": self.traceback,
             "notes": self.notes,
             "first_divergence": first.item if first else None,
             "comparisons": [asdict(c) | {"margin": c.margin} for c in self.comparisons],

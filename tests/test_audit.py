@@ -70,3 +70,16 @@ def test_weights_port_both_ways(problem):
 def test_report_states_the_stock_adam_difference():
     notes = audited("cifar10_3c3d", "float64")["step/adam (reference gradients)"].notes
     assert any("torch.optim.Adam" in note for note in notes)
+
+
+def test_an_error_inside_a_check_keeps_its_traceback():
+    import dataclasses
+
+    def broken_loss(problem, model, logits, labels):
+        raise ZeroDivisionError("inside the port's loss")
+
+    port = dataclasses.replace(deepobs_port(), loss_terms=broken_loss)
+    [result] = audit_problem(port, "mnist_logreg", "float64", checks=["loss"])
+    assert not result.passed and result.error == "ZeroDivisionError: inside the port's loss"
+    assert "Traceback" in result.traceback and "broken_loss" in result.traceback
+    assert "broken_loss" in result.to_dict()["traceback"]
