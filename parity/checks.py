@@ -35,8 +35,14 @@ class Batch:
     labels: np.ndarray
 
     def port_images(self, dtype: torch.dtype) -> torch.Tensor:
+        """NCHW with standard strides, as a DataLoader yields it.
+
+        A transposed NHWC array with C = 1 counts as contiguous for numpy and torch alike (size-1
+        dimensions are ignored) but keeps channels-last strides, which convolutions propagate; a
+        port calling `.view` after a conv would then crash on MNIST only. So the copy is explicit.
+        """
         images = self.images_nhwc.transpose(0, 3, 1, 2) if self.images_nhwc.ndim == 4 else self.images_nhwc
-        return torch.from_numpy(np.ascontiguousarray(images)).to(dtype)
+        return torch.from_numpy(images).to(dtype).clone(memory_format=torch.contiguous_format)
 
     def port_labels(self) -> torch.Tensor:
         return torch.from_numpy(self.labels).long()

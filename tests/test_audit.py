@@ -5,6 +5,7 @@
 import functools
 
 import numpy as np
+import torch
 
 import pytest
 
@@ -83,3 +84,38 @@ def test_an_error_inside_a_check_keeps_its_traceback():
     assert not result.passed and result.error == "ZeroDivisionError: inside the port's loss"
     assert "Traceback" in result.traceback and "broken_loss" in result.traceback
     assert "broken_loss" in result.to_dict()["traceback"]
+
+
+class _ViewAfterConv2C2D(torch.nn.Module):
+    """A foreign port's 2c2d: plain NCHW modules, `.view` to flatten (needs standard strides)."""
+
+    def __init__(self):
+        super().__init__()
+        from deepobs.models.cnn_2c2d import TwoC2D
+
+        self.inner = TwoC2D(10).to(memory_format=torch.contiguous_format)
+
+    def forward(self, x):
+        inner = self.inner
+        x = inner.pool2(inner.conv2(inner.pool1(inner.conv1(x))))
+        return inner.fc2(inner.fc1(x.view(x.size(0), -1)))
+
+    def l2_parameters(self):
+        return []
+
+
+def test_one_channel_inputs_reach_the_port_as_a_dataloader_yields_them():
+    import dataclasses
+
+    from parity.maps import ParamRow, ProblemMap, TapRow
+
+    base = deepobs_port().weight_maps["mnist_2c2d"]
+    problem_map = ProblemMap(tuple(ParamRow(f"inner.{r.port}", r.reference, r.transform, r.args) for r in base.params),
+                             tuple(TapRow(r.reference, f"inner.{r.port}") for r in base.taps))
+    port = dataclasses.replace(
+        deepobs_port(), name="view-port", build_model=lambda problem: _ViewAfterConv2C2D(),
+        loss_terms=lambda problem, model, logits, labels: (
+            torch.nn.functional.cross_entropy(logits, labels), torch.zeros((), dtype=logits.dtype)),
+        weight_maps={"mnist_2c2d": problem_map})
+    results = audit_problem(port, "mnist_2c2d", "float64", checks=["forward", "gradients"])
+    assert all(r.passed for r in results), [(r.check, r.error, r.first_divergence) for r in results]
