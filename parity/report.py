@@ -51,7 +51,10 @@ def _fmt(value: float) -> str:
 def _row(result: CheckResult) -> str:
     worst = result.worst
     first = result.first_divergence
-    verdict = "pass" if result.passed else "**FAIL**"
+    verdict = "**FAIL**" if result.verdict == "FAIL" else result.verdict
+    if result.not_applicable and result.passed:
+        return (f"| {result.problem} | {result.dtype} | {result.check} | n/a | - | - | - | - | "
+                f"does not apply: {result.not_applicable} |")
     if result.error:
         return f"| {result.problem} | {result.dtype} | {result.check} | {verdict} | - | - | - | - | {result.error} |"
     return (f"| {result.problem} | {result.dtype} | {result.check} | {verdict} | "
