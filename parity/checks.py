@@ -523,6 +523,14 @@ def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_po
     machine_epsilon = np.finfo(NUMPY_DTYPES[pair.dtype]).eps
     comparisons = []
     split = {name for name, rows in pair.rows_by_reference().items() if len(rows) > 1}
+    propagated_cache: dict[str, dict[str, np.ndarray]] = {}  # one TF1-formula pass per variable and step
+
+    def propagated(name: str) -> dict[str, np.ndarray]:
+        if name not in propagated_cache:
+            propagated_cache[name] = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
+                                                               slots_before[name], learning_rate(pair, kind))
+        return propagated_cache[name]
+
     for name, row in pair.trainable_rows():
         own_gradients = port_grads is not None and port_grads.get(name) is not None
         item = f"{name} [{row.port}]" if name in split else name
@@ -531,9 +539,7 @@ def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_po
             # An update is seen only through the parameter, rounded to its dtype on both sides.
             bound = 2 * machine_epsilon * np.abs(before_port[row.port]) if quantity == "update" else 0.0
             if own_gradients:
-                propagated = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
-                                                       slots_before[name], learning_rate(pair, kind))[quantity]
-                bound = bound + to_port_layout(row, propagated)
+                bound = bound + to_port_layout(row, propagated(name)[quantity])
             return bound
 
         port_update = tensors[row.port].detach().numpy() - before_port[row.port]
