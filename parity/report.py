@@ -120,7 +120,8 @@ def summary(run: AuditRun) -> list[str]:
         first = result.first_divergence
         where = result.error or f"first divergence at {first.item} (rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)})"
         lines.append(f"FAIL {result.problem} {result.dtype} {result.check}: {where}")
+    skipped = sum(1 for r in run.results if r.verdict == "n/a")
     lines.append(f"{'PASSED' if run.passed else 'FAILED'}: {len(run.results) - len(failed)}/{len(run.results)} checks "
-                 f"passed on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
+                 f"passed ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
                  f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines

@@ -42,9 +42,9 @@ class Graph:
         self._layer_counts: dict[str, Counter] = defaultdict(Counter)
         self._training = False
         self._noise: NoiseSource | None = None
-        # The original's non-trainable state variables (the LSTM's c and h): name -> value, carried
-        # from one run to the next without gradient (truncated backpropagation), cleared by reset_state.
-        self.state: dict[str, tf.Tensor] = {}
+        # The original's non-trainable state variables (the LSTM's c and h), kept apart from `variables`
+        # (they are not weights): carried from one run to the next, zeroed by reset_state.
+        self.state: dict[str, tf.Variable] = {}
         tf.random.set_seed(seed)
 
     # --- running ---------------------------------------------------------------
@@ -62,24 +62,32 @@ class Graph:
         return fn(self, converted, training)
 
     def _input(self, x):
-        if np.issubdtype(np.asarray(x).dtype, np.integer):
+        integer = x.dtype.is_integer if isinstance(x, tf.Tensor) else np.issubdtype(np.asarray(x).dtype, np.integer)
+        if integer:
             return tf.convert_to_tensor(x)
-        return tf.convert_to_tensor(x, dtype=self.dtype)
+        return tf.cast(x, self.dtype) if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x, dtype=self.dtype)
 
     # --- carried state ---------------------------------------------------------
     def carried_state(self, name: str, shape) -> tf.Tensor:
-        """The state variable `name`: its last value, zeros (its initial value) after reset_state."""
-        if name not in self.state:
-            self.state[name] = tf.zeros(shape, self.dtype)
-        return self.state[name]
+        """The state variable `name` (non-trainable, as the original's; zeros when created or reset).
+
+        A gradient tape does not watch a non-trainable variable, so backpropagation stops at the batch
+        boundary, as in the original. It is (re)created when the batch size changes.
+        """
+        shape = tuple(int(d) for d in shape)
+        if name not in self.state or tuple(self.state[name].shape) != shape:
+            self.state[name] = tf.Variable(tf.zeros(shape, self.dtype), trainable=False,
+                                           name=name.replace("/", "__"))
+        return self.state[name].read_value()
 
     def carry(self, name: str, value: tf.Tensor) -> None:
-        """`state_variable.assign(new_state)`: the next run starts from it, no gradient flows back."""
-        self.state[name] = tf.stop_gradient(value)
+        """`state_variable.assign(new_state)`: the next run starts from it."""
+        self.state[name].assign(value)
 
     def reset_state(self) -> None:
         """The original's init ops assign the zero state at every phase switch."""
-        self.state = {}
+        for variable in self.state.values():
+            variable.assign(tf.zeros_like(variable))
 
     @property
     def trainable_variables(self) -> dict[str, tf.Variable]:
