@@ -52,6 +52,15 @@ class Family:
     accuracy: Callable | None  # (outputs, targets) -> mean accuracy; None where the original has none
     stateful: bool = False  # the model carries state between batches: call model.reset_state() per phase
 
+    def split_batch(self, batch: tuple) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
+        """A data set batch (`deepobs.datasets`: (x, y), (x, None) or two_d's (x, y)) as (model inputs, targets)."""
+        first, second = batch
+        if self.targets == "inputs":
+            return (first,), first
+        if self.targets == "none":
+            return (first,) if second is None else (first, second), None
+        return (first,), second
+
 
 def classification(input_shape: tuple[int, ...]) -> Family:
     return Family("classification", (Input("images", input_shape, "image"),), "labels", ("logits",),

@@ -57,3 +57,19 @@ def test_char_rnn_carries_detached_state_and_resets_at_a_phase_switch():
     assert model.state is None
     model(chars).sum().backward()
     assert all(not t.requires_grad for layer in model.state for t in layer)  # truncated backpropagation
+
+
+@pytest.mark.parametrize("name", ["mnist_vae", "tolstoi_char_rnn", "quadratic_deep", "two_d_branin", "mnist_2c2d"])
+def test_data_set_batches_feed_the_problem(name, tmp_path):
+    """A batch of the problem's own data set, split by its family, runs through model and loss."""
+    from deepobs.datasets import get_dataset
+    from parity.fixtures import write_dataset
+
+    problem = PROBLEMS[name]
+    write_dataset(problem.dataset, tmp_path)
+    dataset = get_dataset(problem.dataset, tmp_path, batch_size=4, shuffle=False)
+    inputs, targets = problem.family.split_batch(next(iter(dataset.batches("train"))))
+    assert len(inputs) == len(problem.family.inputs)
+    model = problem.model()
+    data_loss, l2 = problem.loss_terms(model, model(*inputs), targets)
+    assert data_loss.ndim == 0 and torch.isfinite(data_loss)
