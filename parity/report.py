@@ -13,6 +13,12 @@ KNOWN_DEVIATIONS = [
     "torch.optim.Adam is not the original's Adam: it adds epsilon to sqrt(v_hat), TF1 to sqrt(v). "
     "The port uses deepobs.optim.TF1Adam; the planted-bug test measures the stock optimizer's difference.",
     "The original's fmnist_mlp builds the MNIST data set; the port's registry names Fashion-MNIST.",
+    "tolstoi_char_rnn: torch's nn.LSTM keeps two biases per layer where TF's LSTMCell keeps one and adds "
+    "forget_bias 1.0 as a constant; the port's bias_hh_l0 holds that constant, frozen, so the port holds "
+    "285,523 numbers of which 284,499 are trainable, the original's count (parity.maps.char_rnn_map).",
+    "quadratic_deep: the original draws its Hessian from a module-level RandomState(42), so a second instance "
+    "in one process gets another one; both frameworks build the first instance's (deep_hessian(0)), the one a "
+    "run of the original used.",
     "In float64 the reference passes its optimizer hyperparameters as float64 tensors; the original's TF1 code "
     "would round Python floats to float32 first (lr 0.1 -> 0.10000000149).",
 ]
