@@ -1,10 +1,12 @@
 """Examples/s of every registered problem: the port (torch eager) against the reference (TF, tf.function).
 
-For each problem, framework and phase, on one fixed float32 batch (the same numbers in both; NCHW
-for torch, NHWC for TF, each framework's own layout):
+For each problem, framework and phase, on one fixed float32 batch drawn as the problem family declares
+its inputs and targets (the audit's `make_batches`: the same numbers in both; NCHW for torch, NHWC for
+TF, each framework's own layout):
 - eval:  the inference forward pass (torch: model.eval() under no_grad; TF: training=False);
-- train: forward in train mode, mean cross-entropy + L2, backward, and a momentum-SGD step
+- train: forward in train mode, the problem's mean loss + L2, backward, and a momentum-SGD step
          (torch.optim.SGD(momentum=0.9) / tf.compat.v1.train.MomentumOptimizer).
+Stateful models (the character LSTM) carry their state from one timed call to the next, as in training.
 Conditions (see conftest.py): the same intra/inter-op threads for both frameworks; warm-up excluded
 (two untimed calls, which trace the tf.function and create optimizer slots, then pytest-benchmark's
 warm-up round); the batch is the problem's default (128 where it has none), capped by BATCH_CAPS.
@@ -25,7 +27,9 @@ import torch
 
 from deepobs.optim import OPTIMIZERS
 from deepobs.problems import PROBLEMS
-from tf_reference import ReferenceProblem
+from parity.audit import make_batches
+from parity.checks import reference_targets
+from tf_reference import REFERENCE_PROBLEMS, ReferenceProblem
 from tf_reference._tf import tf  # after conftest.py has pinned TF's threads
 from tf_reference.optimizers import make_optimizer
 
@@ -55,43 +59,42 @@ def batch_size(problem) -> int:
     return default if UNCAPPED else min(default, BATCH_CAPS.get(problem.name, default))
 
 
-def fixed_batch(problem, size: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    images_nchw = rng.standard_normal((size, *problem.input_shape)).astype(np.float32)
-    labels = rng.integers(0, problem.num_outputs, size)
-    return images_nchw, labels
+def fixed_batch(problem, size: int):
+    """One audit-style batch (parity.checks.Batch): reference layouts, converted per framework below."""
+    return make_batches(REFERENCE_PROBLEMS[problem.name], DTYPE, seed=0, batch_size=size, count=1)[0]
 
 
-def torch_step(problem, phase: str, images_nchw, labels, compiled: bool):
+def torch_step(problem, phase: str, batch, compiled: bool):
     model = problem.model(torch.float32)
     forward = torch.compile(model) if compiled else model
-    images, targets = torch.from_numpy(images_nchw), torch.from_numpy(labels)
+    inputs, targets = batch.port_inputs(torch.float32), batch.port_targets(torch.float32)
     if phase == "eval":
         model.eval()
 
         def step():
             with torch.no_grad():
-                return forward(images)
+                return forward(*inputs)
         return step
 
     model.train()
-    optimizer = OPTIMIZERS["momentum"](model.parameters(), LEARNING_RATE)
+    optimizer = OPTIMIZERS["momentum"]([p for p in model.parameters() if p.requires_grad], LEARNING_RATE)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        data_loss, l2 = problem.loss_terms(model, forward(images), targets)
+        data_loss, l2 = problem.loss_terms(model, forward(*inputs), targets)
         (data_loss + l2).backward()
         optimizer.step()
     return step
 
 
-def tf_step(problem, phase: str, images_nchw, labels):
+def tf_step(problem, phase: str, batch):
     reference = ReferenceProblem(problem.name, tf.float32, seed=0)
-    images = tf.constant(images_nchw.transpose(0, 2, 3, 1))
-    targets = tf.constant(labels)
+    inputs = tuple(tf.constant(x) for x in batch.inputs)
+    targets = reference_targets(batch)
+    targets = tf.constant(targets) if targets is not None else None
     if phase == "eval":
-        forward = tf.function(lambda x: reference.forward(x, training=False)[0])
-        return lambda: forward(images)
+        forward = tf.function(lambda *x: reference.forward(x, training=False)[0])
+        return lambda: forward(*inputs)
 
     variables = list(reference.graph.trainable_variables.values())
     optimizer = make_optimizer("momentum", LEARNING_RATE, tf.float32)
@@ -104,7 +107,7 @@ def tf_step(problem, phase: str, images_nchw, labels):
         # The TF1 optimizer creates its momentum slots on the first trace, then reuses them.
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
-    return lambda: train_step(images, targets)
+    return lambda: train_step(inputs, targets)
 
 
 def rounds_and_iterations(step) -> tuple[int, int]:
@@ -124,11 +127,11 @@ def rounds_and_iterations(step) -> tuple[int, int]:
 def test_throughput(benchmark, thread_settings, foreign_load, problem_name, framework, phase):
     problem = PROBLEMS[problem_name]
     size = batch_size(problem)
-    images_nchw, labels = fixed_batch(problem, size)
+    batch = fixed_batch(problem, size)
     if framework == "tf":
-        step = tf_step(problem, phase, images_nchw, labels)
+        step = tf_step(problem, phase, batch)
     else:
-        step = torch_step(problem, phase, images_nchw, labels, compiled=framework == "torch.compile")
+        step = torch_step(problem, phase, batch, compiled=framework == "torch.compile")
     rounds, iterations = rounds_and_iterations(step)
     benchmark.group = f"{problem_name} {phase} batch {size}"
     with foreign_load(benchmark.extra_info):

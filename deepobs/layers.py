@@ -45,6 +45,25 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride)
 
 
+class ConvTranspose2dSame(nn.ConvTranspose2d):
+    """tf.layers.conv2d_transpose(padding='same'): output size input * stride.
+
+    TF computes the full transposed convolution ((n - 1) * stride + kernel) and crops the padding
+    of the forward 'SAME' conv from output to input: (1, 1) for k4 s2 7->14, (1, 2) for k4 s1
+    14->14. ConvTranspose2d(padding=p) crops p on both sides, which gives 15 (p=1) or 16 there.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
+        (height, width), (kh, kw), (sh, sw) = x.shape[-2:], self.kernel_size, self.stride
+        top, bottom = tf_same_padding(height * sh, kh, sh)
+        left, right = tf_same_padding(width * sw, kw, sw)
+        return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
+
+
 class MaxPool2dSame(nn.Module):
     """TF max_pool with 'SAME' padding: padded positions never win (-inf), extra pixel after."""
 

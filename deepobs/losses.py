@@ -21,5 +21,5 @@ def l2_regularizer(parameters: Iterable[torch.Tensor], weight_decay: float) -> t
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of argmax(logits) == label."""
-    return (logits.argmax(dim=1) == labels).to(logits.dtype).mean()
+    """Mean of argmax(logits) == label over every labelled position (examples; characters of sequences)."""
+    return (logits.argmax(dim=-1) == labels).to(logits.dtype).mean()

@@ -49,13 +49,34 @@ def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
     return list(requested)
 
 
-def make_batches(input_shape, num_outputs: int, dtype: str, seed: int) -> list:
+def draw_input(rng: np.random.Generator, spec, batch_size: int, dtype: str) -> np.ndarray:
+    """Audit data for one declared input: standard normal values, pixels in [0, 1], or ids below the vocabulary."""
+    shape = (batch_size, *spec.shape)
+    if spec.kind == "ids":
+        return rng.integers(0, spec.vocab, size=shape)
+    if spec.kind == "pixels":
+        return rng.uniform(size=shape).astype(dtype)
+    return rng.normal(size=shape).astype(dtype)
+
+
+def make_batches(reference_spec, dtype: str, seed: int, batch_size: int = AUDIT_BATCH_SIZE,
+                 count: int = AUDIT_BATCHES) -> list:
+    """Audit batches as the reference problem's family declares its inputs and targets."""
     from parity.checks import Batch
 
+    family = reference_spec.family
     rng = np.random.default_rng(seed)
-    return [Batch(rng.normal(size=(AUDIT_BATCH_SIZE, *input_shape)).astype(dtype),
-                  rng.integers(0, num_outputs, size=AUDIT_BATCH_SIZE))
-            for _ in range(AUDIT_BATCHES)]
+    batches = []
+    for _ in range(count):
+        inputs = tuple(draw_input(rng, spec, batch_size, dtype) for spec in family.inputs)
+        if family.targets == "labels":
+            targets = rng.integers(0, reference_spec.num_outputs, size=batch_size)
+        elif family.targets == "ids":  # a character stream's next characters: same shape as its ids
+            targets = rng.integers(0, family.inputs[0].vocab, size=inputs[0].shape)
+        else:
+            targets = None
+        batches.append(Batch(inputs, tuple(spec.kind for spec in family.inputs), targets, family.targets))
+    return batches
 
 
 def build_pair(port: Port, problem: str, dtype: str, seed: int):
@@ -69,7 +90,7 @@ def build_pair(port: Port, problem: str, dtype: str, seed: int):
     problem_map = port.weight_maps[problem]
     check_coverage(problem_map, list(reference.graph.variables), model)
     values = audit_values(reference.graph.variables, seed, dtype)
-    batches = make_batches(reference.spec.input_shape, reference.spec.num_outputs, dtype, seed)
+    batches = make_batches(reference.spec, dtype, seed)
     pair = AuditPair(problem, dtype, port, model, reference, problem_map, values, batches, seed)
     pair.sync()
     return pair

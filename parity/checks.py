@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.dropout import NoiseRecorder, injected_dropout
+from parity.dropout import NoiseMismatch, NoiseRecorder, injected_noise
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import ProblemMap
 from parity.port import Port
-from parity.porting import (WeightMapError, load_port_values, port_tensors, to_port_layout,
+from parity.porting import (WeightMapError, assemble, load_port_values, port_tensors, to_port_layout,
                             to_port_values, to_reference_layout)
 from parity.results import CheckResult, Comparison, compare
 from parity.tolerances import tolerance
@@ -26,26 +26,50 @@ from parity.tolerances import tolerance
 tf = load_tensorflow()
 
 LEARNING_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3}
+# Per (family name, optimizer): the VAE's loss sums 784 squared errors per image, so its gradients are
+# hundreds of times a mean cross-entropy's; at SGD lr 0.1 its exp(std_dev) overflows by the third step.
+# (Adam's step does not scale with the gradient.)
+LEARNING_RATE_SCALE = {("vae", "sgd"): 1e-3, ("vae", "momentum"): 1e-3}
+
+
+def learning_rate(pair, kind: str) -> float:
+    return LEARNING_RATES[kind] * LEARNING_RATE_SCALE.get((pair.reference.family.name, kind), 1.0)
 OPTIMIZER_STEPS = 3
+CARRIED_STATE_BATCHES = 3  # consecutive batches, state carried: a slip in carrying it shows from the second
+
+
+def _to_port(array: np.ndarray, kind: str, dtype: torch.dtype) -> torch.Tensor:
+    if kind == "ids":
+        return torch.from_numpy(np.ascontiguousarray(array)).long()
+    layout = array.transpose(0, 3, 1, 2) if array.ndim == 4 else array  # images: NHWC -> NCHW
+    # NCHW with standard strides, as a DataLoader yields it: a transposed NHWC array with C = 1 counts
+    # as contiguous for numpy and torch alike (size-1 dimensions are ignored) but keeps channels-last
+    # strides, which convolutions propagate; a port calling `.view` after a conv would crash on MNIST.
+    return torch.from_numpy(layout).to(dtype).clone(memory_format=torch.contiguous_format)
 
 
 @dataclass
 class Batch:
-    images_nhwc: np.ndarray
-    labels: np.ndarray
+    """One audit batch in the reference's layouts, as the problem family declares it.
 
-    def port_images(self, dtype: torch.dtype) -> torch.Tensor:
-        """NCHW with standard strides, as a DataLoader yields it.
+    `inputs` follow the family's InputSpecs (kinds "image"/"pixels" NHWC, "vector", "ids");
+    `targets` are labels or character ids, the input images themselves (VAE), or None.
+    """
 
-        A transposed NHWC array with C = 1 counts as contiguous for numpy and torch alike (size-1
-        dimensions are ignored) but keeps channels-last strides, which convolutions propagate; a
-        port calling `.view` after a conv would then crash on MNIST only. So the copy is explicit.
-        """
-        images = self.images_nhwc.transpose(0, 3, 1, 2) if self.images_nhwc.ndim == 4 else self.images_nhwc
-        return torch.from_numpy(images).to(dtype).clone(memory_format=torch.contiguous_format)
+    inputs: tuple[np.ndarray, ...]
+    input_kinds: tuple[str, ...]
+    targets: np.ndarray | None
+    target_kind: str  # "labels", "ids", "inputs" (= inputs[0]) or "none"
 
-    def port_labels(self) -> torch.Tensor:
-        return torch.from_numpy(self.labels).long()
+    def port_inputs(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        return tuple(_to_port(x, kind, dtype) for x, kind in zip(self.inputs, self.input_kinds))
+
+    def port_targets(self, dtype: torch.dtype) -> torch.Tensor | None:
+        if self.target_kind == "none":
+            return None
+        if self.target_kind == "inputs":
+            return self.port_inputs(dtype)[0]
+        return torch.from_numpy(self.targets).long()
 
 
 @dataclass
@@ -69,8 +93,12 @@ class AuditPair:
     def torch_dtype(self) -> torch.dtype:
         return TORCH_DTYPES[self.dtype]
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.reference.family.outputs
+
     def sync(self, values: dict[str, np.ndarray] | None = None, port_values: dict | None = None) -> None:
-        """Put `values` (default: the audit weights) into both frameworks.
+        """Put `values` (default: the audit weights) into both frameworks, and zero any carried state.
 
         `port_values`, if given, are `values` already in port layouts (see to_port_values).
         """
@@ -83,13 +111,20 @@ class AuditPair:
         for name, variable in self.reference.graph.variables.items():
             variable.assign(values[name])
         load_port_values(self.model, port_values)
+        self.reference.reset_state()
+        self.port.reset_state(self.model)
 
     def reference_values(self) -> dict[str, np.ndarray]:
         return {name: np.array(v.numpy(), copy=True) for name, v in self.reference.graph.variables.items()}
 
     def trainable_rows(self):
-        rows = self.problem_map.param_for_reference()
-        return [(name, rows[name]) for name in self.reference.graph.trainable_variables]
+        """(reference name, row) for every port tensor of every trainable variable (two rows for a split one)."""
+        rows = self.problem_map.rows_for_reference()
+        return [(name, row) for name in self.reference.graph.trainable_variables for row in rows[name]]
+
+    def rows_by_reference(self):
+        rows = self.problem_map.rows_for_reference()
+        return {name: rows[name] for name in self.reference.graph.trainable_variables}
 
 
 def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray]:
@@ -122,9 +157,13 @@ def captured_outputs(model: nn.Module, module_names: list[str]) -> Iterator[dict
     if missing := [name for name in module_names if name not in modules]:
         raise WeightMapError(f"activation map names port modules that do not exist: {', '.join(missing)}")
     outputs: dict[str, torch.Tensor] = {}
-    handles = [modules[name].register_forward_hook(
-        lambda module, args, output, name=name: outputs.__setitem__(name, output.detach()))
-        for name in module_names]
+
+    def keep(name, output):
+        # Recurrent modules return (sequence, state): the tap is the sequence.
+        outputs[name] = (output[0] if isinstance(output, tuple) else output).detach()
+
+    handles = [modules[name].register_forward_hook(lambda module, args, output, name=name: keep(name, output))
+               for name in module_names]
     try:
         yield outputs
     finally:
@@ -132,18 +171,46 @@ def captured_outputs(model: nn.Module, module_names: list[str]) -> Iterator[dict
             handle.remove()
 
 
-def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> tuple[torch.Tensor, dict]:
+@dataclass
+class PortPass:
+    """One forward pass of the port: its outputs (None if it raised), each tapped module's output, and
+    what went wrong (a crash or a noise draw it did not make): the taps up to there still compare."""
+
+    outputs: object
+    taps: dict[str, torch.Tensor]
+    error: str = ""
+
+    def named_outputs(self, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        if self.outputs is None:
+            return {}
+        outputs = self.outputs if isinstance(self.outputs, tuple) else (self.outputs,)
+        return dict(zip(names, outputs))
+
+
+def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> PortPass:
     pair.model.train(training)
     tap_modules = sorted(set(pair.problem_map.port_module_for_tap().values()))
-    with captured_outputs(pair.model, tap_modules) as outputs, injected_dropout(draws if training else []):
-        logits = pair.model(batch.port_images(pair.torch_dtype))
-    return logits, outputs
+    outputs, error = None, ""
+    with captured_outputs(pair.model, tap_modules) as taps, injected_noise(draws) as injection:
+        try:
+            outputs = pair.model(*batch.port_inputs(pair.torch_dtype))
+        except (RuntimeError, NoiseMismatch, ValueError) as failure:  # compared up to where it broke
+            error = f"the port's forward raised {type(failure).__name__}: {failure}"
+    if not error and injection.unused:
+        error = ("the port skipped random draws the reference made: "
+                 + ", ".join(f"{draw.kind} at {draw.name}" for draw in injection.unused))
+    return PortPass(outputs, taps, error)
 
 
 def reference_forward(pair: AuditPair, batch: Batch, training: bool):
+    """(outputs, taps, draws): the reference's noise source is seeded alike for every pass, in every phase."""
     noise = NoiseRecorder(pair.seed + 1)
-    logits, taps = pair.reference.forward(batch.images_nhwc, training, noise if training else None)
-    return logits, taps, noise.draws
+    outputs, taps = pair.reference.forward(batch.inputs, training, noise)
+    return outputs, taps, noise.draws
+
+
+def reference_targets(batch: Batch):
+    return batch.inputs[0] if batch.target_kind == "inputs" else batch.targets
 
 
 def _port_in_reference_layout(value: torch.Tensor) -> np.ndarray:
@@ -151,42 +218,54 @@ def _port_in_reference_layout(value: torch.Tensor) -> np.ndarray:
     return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
 
 
-def compare_taps(pair: AuditPair, reference_taps: dict, port_outputs: dict, port_logits, kind: str) -> list[Comparison]:
+def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kind: str,
+                 prefix: str = "") -> list[Comparison]:
+    """Every reference layer (and output) against the port's, in forward order; a port pass that broke
+    fails from the first layer it did not reach, with its error."""
     modules = pair.problem_map.port_module_for_tap()
+    port_outputs = port_pass.named_outputs(pair.output_names)
     limit = tolerance(kind, pair.dtype)
     comparisons = []
     for name, reference_value in reference_taps.items():
-        if name == "logits":
-            port_value = port_logits
-        elif name in modules and modules[name] in port_outputs:
-            port_value = port_outputs[modules[name]]
+        if name in port_outputs:
+            port_value = port_outputs[name]
+        elif name in modules and modules[name] in port_pass.taps:
+            port_value = port_pass.taps[modules[name]]
         else:
-            comparisons.append(Comparison(name, float("nan"), float("nan"), limit, False,
-                                          "no port output for this layer (activation map or module not run)"))
+            why = port_pass.error or "no port output for this layer (activation map or module not run)"
+            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why))
             continue
-        comparisons.append(compare(name, _port_in_reference_layout(port_value), reference_value.numpy(), limit))
+        comparisons.append(compare(f"{prefix}{name}", _port_in_reference_layout(port_value), reference_value.numpy(),
+                                   limit))
+    if port_pass.error and all(c.passed for c in comparisons):
+        comparisons.append(Comparison(f"{prefix}port forward", float("nan"), float("nan"), limit, False,
+                                      port_pass.error))
     return comparisons
 
 
 # --- checks --------------------------------------------------------------------
 
 def inference_at_audit_weights(pair: AuditPair):
-    """(reference logits, reference taps, port logits, port outputs) in inference mode on batch 0."""
+    """(reference outputs, reference taps, port pass) in inference mode on batch 0.
+
+    Noise drawn in inference mode too (the VAE's epsilon) is shared like the dropout draws."""
     if not pair.inference_cache:
         pair.sync()
         batch = pair.batches[0]
-        reference_logits, reference_taps, _ = reference_forward(pair, batch, training=False)
+        reference_outputs, reference_taps, draws = reference_forward(pair, batch, training=False)
         with torch.no_grad():
-            port_logits, port_outputs = port_forward(pair, batch, training=False, draws=[])
-        pair.inference_cache.extend([reference_logits, reference_taps, port_logits, port_outputs])
+            port_pass = port_forward(pair, batch, training=False, draws=draws)
+        pair.inference_cache.extend([reference_outputs, reference_taps, port_pass])
     return pair.inference_cache
 
 
 def check_forward(pair: AuditPair) -> CheckResult:
-    """Inference mode: every layer's output, in the reference's NHWC layout."""
-    _, reference_taps, port_logits, port_outputs = inference_at_audit_weights(pair)
-    return CheckResult(pair.problem, "forward", pair.dtype,
-                       compare_taps(pair, reference_taps, port_outputs, port_logits, "forward"))
+    """Inference mode: every layer's output, in the reference's NHWC layout, then the model's outputs."""
+    _, reference_taps, port_pass = inference_at_audit_weights(pair)
+    result = CheckResult(pair.problem, "forward", pair.dtype, compare_taps(pair, reference_taps, port_pass, "forward"))
+    if not pair.problem_map.taps:
+        result.notes.append("no layers to tap: the model's outputs are compared")
+    return result
 
 
 def check_train_mode(pair: AuditPair) -> CheckResult:
@@ -195,8 +274,7 @@ def check_train_mode(pair: AuditPair) -> CheckResult:
     The train-mode pass is the one behind the gradients of batch 0 (the same forward).
     """
     gradients = gradients_at_audit_weights(pair, 0)
-    comparisons = compare_taps(pair, gradients.reference_taps, gradients.port_outputs, gradients.port_logits,
-                               "train_mode")
+    comparisons = compare_taps(pair, gradients.reference_taps, gradients.port_pass, "train_mode")
     limit = tolerance("train_mode", pair.dtype)
     comparisons += [compare(name, gradients.port_statistics[name], value, limit)
                     for name, value in gradients.reference_statistics.items()]
@@ -208,50 +286,77 @@ def _statistic_rows(pair: AuditPair):
 
 
 def check_loss(pair: AuditPair) -> CheckResult:
-    """Mean cross-entropy, the L2 regularizer, their sum, and accuracy, in inference mode."""
-    reference_logits, _, port_logits, _ = inference_at_audit_weights(pair)
+    """Mean of the per-example losses, the L2 regularizer, their sum, and the accuracy where the original
+    defines one, in inference mode."""
+    reference_outputs, _, port_pass = inference_at_audit_weights(pair)
+    result = CheckResult(pair.problem, "loss", pair.dtype)
+    if port_pass.outputs is None:
+        result.error = port_pass.error
+        return result
     batch = pair.batches[0]
     pair.sync()
-    reference_data, reference_l2 = pair.reference.loss_terms(reference_logits, batch.labels)
-    reference_accuracy = pair.reference.accuracy(reference_logits, batch.labels)
+    targets = reference_targets(batch)
+    reference_data, reference_l2 = pair.reference.loss_terms(reference_outputs, targets)
+    reference_accuracy = pair.reference.accuracy(reference_outputs, targets)
+    port_targets = batch.port_targets(pair.torch_dtype)
     with torch.no_grad():
-        port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_logits, batch.port_labels())
-        port_accuracy = (port_logits.argmax(1) == batch.port_labels()).double().mean()
+        port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs, port_targets)
+        port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs, port_targets)
     limit = tolerance("loss", pair.dtype)
     pairs = [("data_loss", port_data, reference_data), ("regularizer", port_l2, reference_l2),
-             ("total_loss", port_data + port_l2, reference_data + reference_l2),
-             ("accuracy", port_accuracy, reference_accuracy)]
-    return CheckResult(pair.problem, "loss", pair.dtype,
-                       [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs])
+             ("total_loss", port_data + port_l2, reference_data + reference_l2)]
+    result.comparisons = [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs]
+    if reference_accuracy is None:
+        result.notes.append("accuracy: not compared, the original defines none for this problem")
+    elif port_accuracy is None:
+        result.comparisons.append(Comparison("accuracy", float("nan"), float("nan"), limit, False,
+                                             "the port reports no accuracy; the original defines one"))
+    else:
+        result.comparisons.append(compare("accuracy", _scalar(port_accuracy), _scalar(reference_accuracy), limit))
+    return result
 
 
 def _scalar(value) -> float:
     return float(value.numpy()) if hasattr(value, "numpy") and not isinstance(value, torch.Tensor) else float(value)
 
 
-def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.ndarray], list, dict]:
+def reference_gradients(pair: AuditPair, batch: Batch):
+    """(gradients by variable name, draws, taps, data loss) of the objective in train mode."""
     variables = pair.reference.graph.trainable_variables
     with tf.GradientTape() as tape:
-        logits, taps, draws = reference_forward(pair, batch, training=True)
-        data_loss, l2 = pair.reference.loss_terms(logits, batch.labels)
+        outputs, taps, draws = reference_forward(pair, batch, training=True)
+        data_loss, l2 = pair.reference.loss_terms(outputs, reference_targets(batch))
         total = data_loss + l2
     gradients = tape.gradient(total, list(variables.values()))
-    return {name: (g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype))
-            for (name, v), g in zip(variables.items(), gradients)}, draws, taps
+    # An embedding's gradient comes as IndexedSlices (rows of the looked-up ids): made dense here.
+    gradients = [g if g is None else tf.convert_to_tensor(g) for g in gradients]
+    return ({name: (g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype))
+             for (name, v), g in zip(variables.items(), gradients)}, draws, taps, float(data_loss.numpy()))
 
 
-def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
-    """Gradients of the port's objective (reference layouts, by reference name), its layer outputs, its logits."""
+class PortBackwardError(Exception):
+    """The port's forward or backward pass failed (the message says where)."""
+
+
+def port_gradients(pair: AuditPair, batch: Batch, draws):
+    """(gradients of the port's objective in reference layouts by reference name, its pass, its data loss)."""
     pair.model.zero_grad(set_to_none=True)
-    logits, outputs = port_forward(pair, batch, training=True, draws=draws)
-    data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, logits, batch.port_labels())
-    (data_loss + l2).backward()
+    port_pass = port_forward(pair, batch, training=True, draws=draws)
+    if port_pass.outputs is None:
+        return None, port_pass, float("nan")
+    data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs,
+                                         batch.port_targets(pair.torch_dtype))
+    try:
+        (data_loss + l2).backward()
+    except RuntimeError as error:
+        raise PortBackwardError(f"the port's backward pass raised: {error}") from None
     tensors = port_tensors(pair.model)
     gradients = {}
-    for name, row in pair.trainable_rows():
-        grad = tensors[row.port].grad
-        gradients[name] = None if grad is None else to_reference_layout(row, grad.numpy())
-    return gradients, outputs, logits.detach()
+    for name, rows in pair.rows_by_reference().items():
+        grads = {row.port: tensors[row.port].grad for row in rows}
+        gradients[name] = (None if any(g is None for g in grads.values())
+                           else assemble(rows, {port: g.numpy() for port, g in grads.items()}))
+    return gradients, port_pass, float(data_loss.detach())
 
 
 def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int:
@@ -278,8 +383,7 @@ class GradientPair:
     draws: list
     reference_taps: dict
     port: dict[str, np.ndarray | None]  # reference layouts, by reference name
-    port_outputs: dict
-    port_logits: torch.Tensor
+    port_pass: PortPass
     port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
     reference_statistics: dict[str, np.ndarray]  # BN moving statistics after the train-mode pass
     port_statistics: dict[str, np.ndarray]  # the port's running statistics then, reference layouts
@@ -289,19 +393,20 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
     if batch_index not in pair.gradient_cache:
         batch = pair.batches[batch_index]
         pair.sync()
-        reference_grads, draws, reference_taps = reference_gradients(pair, batch)
+        reference_grads, draws, reference_taps, _ = reference_gradients(pair, batch)
         reference_statistics = {row.reference: np.array(pair.reference.graph.variables[row.reference].numpy())
                                 for row in _statistic_rows(pair)}
         pair.sync()
-        port_grads, port_outputs, port_logits = port_gradients(pair, batch, draws)
+        port_grads, port_pass, _ = port_gradients(pair, batch, draws)
+        if port_grads is None:  # the forward broke: the train-mode taps still say where
+            port_grads = {name: None for name in pair.rows_by_reference()}
         tensors = port_tensors(pair.model)
         raw = {row.port: None if tensors[row.port].grad is None else tensors[row.port].grad.clone()
                for _, row in pair.trainable_rows()}
         port_statistics = {row.reference: to_reference_layout(row, tensors[row.port].detach().numpy())
                            for row in _statistic_rows(pair)}
         pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
-                                                        port_outputs, port_logits, raw, reference_statistics,
-                                                        port_statistics)
+                                                        port_pass, raw, reference_statistics, port_statistics)
     return pair.gradient_cache[batch_index]
 
 
@@ -315,7 +420,7 @@ def check_gradients(pair: AuditPair) -> CheckResult:
     for index in range(len(pair.batches)):
         gradients = gradients_at_audit_weights(pair, index)
         reference_grads, port_grads = gradients.reference, gradients.port
-        flips = kink_flips(pair, gradients.reference_taps, gradients.port_outputs)
+        flips = kink_flips(pair, gradients.reference_taps, gradients.port_pass.taps)
         if flips == 0:
             break
         notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0 (round-off at a ReLU kink); "
@@ -337,11 +442,10 @@ def _compare_named(reference: dict, port: dict, limit: float, prefix: str) -> li
     return comparisons
 
 
-def tf1_update(kind: str, step: int, gradient: np.ndarray, slots_before: dict[str, np.ndarray]):
+def tf1_update(kind: str, step: int, gradient: np.ndarray, slots_before: dict[str, np.ndarray], lr: float):
     """The TF1 optimizer's update and new slots for one gradient, in float64 numpy."""
     from tf_reference.optimizers import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, MOMENTUM
 
-    lr = LEARNING_RATES[kind]
     if kind == "sgd":
         return -lr * gradient, {}
     if kind == "momentum":
@@ -354,7 +458,7 @@ def tf1_update(kind: str, step: int, gradient: np.ndarray, slots_before: dict[st
 
 
 def propagated_gradient_error(kind: str, step: int, reference_gradient: np.ndarray, port_gradient: np.ndarray,
-                              slots_before: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                              slots_before: dict[str, np.ndarray], lr: float) -> dict[str, np.ndarray]:
     """How far the gradient difference alone moves the update and each slot (x2 for round-off).
 
     The TF1 formula is applied to both gradients from the same state. Adam divides by
@@ -363,8 +467,8 @@ def propagated_gradient_error(kind: str, step: int, reference_gradient: np.ndarr
     within this, the update formula alone in the '(reference gradients)' variant, and the
     gradients themselves in the 'gradients' check.
     """
-    reference_update, reference_slots = tf1_update(kind, step, reference_gradient.astype(np.float64), slots_before)
-    port_update, port_slots = tf1_update(kind, step, port_gradient.astype(np.float64), slots_before)
+    reference_update, reference_slots = tf1_update(kind, step, reference_gradient.astype(np.float64), slots_before, lr)
+    port_update, port_slots = tf1_update(kind, step, port_gradient.astype(np.float64), slots_before, lr)
     explained = {"update": 2 * np.abs(port_update - reference_update)}
     explained |= {slot: 2 * np.abs(port_slots[slot] - reference_slots[slot]) for slot in reference_slots}
     return explained
@@ -373,7 +477,7 @@ def propagated_gradient_error(kind: str, step: int, reference_gradient: np.ndarr
 def _make_port_optimizer(pair: AuditPair, kind: str) -> torch.optim.Optimizer:
     tensors = port_tensors(pair.model)
     params = [tensors[row.port] for _, row in pair.trainable_rows()]
-    return pair.port.optimizers[kind](params, LEARNING_RATES[kind])
+    return pair.port.optimizers[kind](params, learning_rate(pair, kind))
 
 
 def _sync_optimizer_state(pair, kind, optimizer, reference_optimizer) -> None:
@@ -394,8 +498,8 @@ def _sync_optimizer_state(pair, kind, optimizer, reference_optimizer) -> None:
 class ReferenceStep:
     """The reference's state after one step, in port layouts (computed once, used by both variants)."""
 
-    updates: dict[str, np.ndarray]  # by reference name
-    slots: dict[str, dict[str, np.ndarray]]  # reference name -> slot -> value
+    updates: dict[str, np.ndarray]  # by port tensor name
+    slots: dict[str, dict[str, np.ndarray]]  # port tensor name -> slot -> value
 
 
 def reference_step(pair: AuditPair, kind: str, reference_optimizer, before_port: dict) -> ReferenceStep:
@@ -404,9 +508,9 @@ def reference_step(pair: AuditPair, kind: str, reference_optimizer, before_port:
     updates, slots = {}, {}
     for name, row in pair.trainable_rows():
         variable = pair.reference.graph.variables[name]
-        updates[name] = to_port_layout(row, variable.numpy()) - before_port[row.port]
-        slots[name] = {slot: to_port_layout(row, reference_optimizer.get_slot(variable, slot).numpy())
-                       for slot in SLOT_NAMES[kind]}
+        updates[row.port] = to_port_layout(row, variable.numpy()) - before_port[row.port]
+        slots[row.port] = {slot: to_port_layout(row, reference_optimizer.get_slot(variable, slot).numpy())
+                           for slot in SLOT_NAMES[kind]}
     return ReferenceStep(updates, slots)
 
 
@@ -421,29 +525,37 @@ def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_po
     tensors = port_tensors(pair.model)
     machine_epsilon = np.finfo(NUMPY_DTYPES[pair.dtype]).eps
     comparisons = []
+    split = {name for name, rows in pair.rows_by_reference().items() if len(rows) > 1}
+    propagated_cache: dict[str, dict[str, np.ndarray]] = {}  # one TF1-formula pass per variable and step
+
+    def propagated(name: str) -> dict[str, np.ndarray]:
+        if name not in propagated_cache:
+            propagated_cache[name] = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
+                                                               slots_before[name], learning_rate(pair, kind))
+        return propagated_cache[name]
+
     for name, row in pair.trainable_rows():
         own_gradients = port_grads is not None and port_grads.get(name) is not None
+        item = f"{name} [{row.port}]" if name in split else name
 
         def explained(quantity: str, name=name, row=row, own_gradients=own_gradients):
             # An update is seen only through the parameter, rounded to its dtype on both sides.
             bound = 2 * machine_epsilon * np.abs(before_port[row.port]) if quantity == "update" else 0.0
             if own_gradients:
-                propagated = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
-                                                       slots_before[name])[quantity]
-                bound = bound + to_port_layout(row, propagated)
+                bound = bound + to_port_layout(row, propagated(name)[quantity])
             return bound
 
         port_update = tensors[row.port].detach().numpy() - before_port[row.port]
-        comparisons.append(compare(f"step{step} {name} (update)", port_update, reference.updates[name], limit,
+        comparisons.append(compare(f"step{step} {item} (update)", port_update, reference.updates[row.port], limit,
                                    explained_error=lambda: explained("update")))
         for slot, key in pair.port.optimizer_state[kind].items():
             port_state = optimizer.state.get(tensors[row.port], {}).get(key)
             if port_state is None:
-                comparisons.append(Comparison(f"step{step} {name}/{slot}", float("nan"), float("nan"), limit, False,
+                comparisons.append(Comparison(f"step{step} {item}/{slot}", float("nan"), float("nan"), limit, False,
                                               f"the port optimizer has no state {key!r}"))
             else:
-                comparisons.append(compare(f"step{step} {name}/{slot}", port_state.numpy(),
-                                           reference.slots[name][slot], limit,
+                comparisons.append(compare(f"step{step} {item}/{slot}", port_state.numpy(),
+                                           reference.slots[row.port][slot], limit,
                                            explained_error=lambda slot=slot: explained(slot)))
     return comparisons
 
@@ -457,7 +569,7 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
     from tf_reference.optimizers import make_optimizer
 
     pair.sync()
-    reference_optimizer = make_optimizer(kind, LEARNING_RATES[kind], pair.reference.dtype)
+    reference_optimizer = make_optimizer(kind, learning_rate(pair, kind), pair.reference.dtype)
     optimizer = _make_port_optimizer(pair, kind)
     variables = pair.reference.graph.trainable_variables
     own = CheckResult(pair.problem, f"step/{kind}", pair.dtype)
@@ -478,9 +590,11 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
             for name, grad in cached.port_grads.items():
                 tensors[name].grad = None if grad is None else grad.clone()
         else:
-            reference_grads, draws, _ = reference_gradients(pair, batch)
+            reference_grads, draws, _, _ = reference_gradients(pair, batch)
             pair.sync(before, before_port)  # undo the BN statistics the reference's train-mode forward moved
-            port_grads, _, _ = port_gradients(pair, batch, draws)
+            port_grads, port_pass, _ = port_gradients(pair, batch, draws)
+            if port_grads is None:
+                raise PortBackwardError(port_pass.error)
         optimizer.step()
         slots_before = _reference_slots(pair, kind, reference_optimizer)
         reference_optimizer.apply_gradients(
@@ -511,16 +625,17 @@ def stock_adam_deviation(pair: AuditPair) -> str:
     pair.sync()
     tensors = port_tensors(pair.model)
     rows = pair.trainable_rows()
-    stock = torch.optim.Adam([tensors[row.port] for _, row in rows], lr=LEARNING_RATES["adam"])
+    stock = torch.optim.Adam([tensors[row.port] for _, row in rows], lr=learning_rate(pair, "adam"))
     for name, row in rows:
         tensors[row.port].grad = torch.from_numpy(to_port_layout(row, gradients[name])).to(pair.torch_dtype)
     stock.step()
-    reference_optimizer = make_optimizer("adam", LEARNING_RATES["adam"], pair.reference.dtype)
+    reference_optimizer = make_optimizer("adam", learning_rate(pair, "adam"), pair.reference.dtype)
     variables = pair.reference.graph.trainable_variables
     reference_optimizer.apply_gradients([(tf.constant(gradients[n]), v) for n, v in variables.items()])
-    worst = max((compare(name, to_reference_layout(row, tensors[row.port].detach().numpy()) - pair.audit_values[name],
+    port_values = {name: tensor.detach().numpy() for name, tensor in tensors.items()}
+    worst = max((compare(name, assemble(name_rows, port_values) - pair.audit_values[name],
                          variables[name].numpy() - pair.audit_values[name], tolerance("step", pair.dtype))
-                 for name, row in rows), key=lambda c: c.max_rel)
+                 for name, name_rows in pair.rows_by_reference().items()), key=lambda c: c.max_rel)
     pair.sync()
     return (f"for comparison, torch.optim.Adam (epsilon added to sqrt(v_hat)) differs from TF1 Adam on step 1 "
             f"by max rel {worst.max_rel:.2e} (at {worst.item}); the port's TF1Adam passes")
@@ -539,6 +654,38 @@ def _reference_slots(pair, kind, reference_optimizer) -> dict[str, dict[str, np.
     return slots
 
 
+def check_carried_state(pair: AuditPair) -> CheckResult:
+    """A stateful model over CARRIED_STATE_BATCHES consecutive train-mode batches, its state carried
+    from one to the next in both frameworks (no re-synchronisation in between): every layer, the
+    state after each batch, the data loss and the gradients, batch by batch. The first batch starts
+    from the zero state; a port that does not carry its state diverges on the second, one that does
+    not cut the gradient at the batch boundary (truncated backpropagation) fails its backward pass."""
+    result = CheckResult(pair.problem, "carried_state", pair.dtype)
+    if not pair.reference.family.stateful:
+        result.not_applicable = "the model carries no state from one batch to the next"
+        return result
+    pair.sync()
+    gradient_limit, loss_limit = tolerance("gradients", pair.dtype), tolerance("loss", pair.dtype)
+    try:
+        for index in range(CARRIED_STATE_BATCHES):
+            batch, prefix = pair.batches[index], f"batch{index} "
+            reference_grads, draws, reference_taps, reference_loss = reference_gradients(pair, batch)
+            try:
+                port_grads, port_pass, port_loss = port_gradients(pair, batch, draws)
+            except PortBackwardError as error:
+                result.comparisons.append(Comparison(f"{prefix}gradients", float("nan"), float("nan"), gradient_limit,
+                                                     False, str(error)))
+                break
+            result.comparisons += compare_taps(pair, reference_taps, port_pass, "train_mode", prefix)
+            if port_grads is None:
+                break
+            result.comparisons.append(compare(f"{prefix}data_loss", port_loss, reference_loss, loss_limit))
+            result.comparisons += _compare_named(reference_grads, port_grads, gradient_limit, prefix)
+    finally:
+        pair.sync()
+    return result
+
+
 CHECKS: dict[str, Callable[[AuditPair], list[CheckResult]]] = {
     "forward": lambda pair: [check_forward(pair)],
     "loss": lambda pair: [check_loss(pair)],
@@ -547,4 +694,5 @@ CHECKS: dict[str, Callable[[AuditPair], list[CheckResult]]] = {
     "step/sgd": lambda pair: check_optimizer(pair, "sgd"),
     "step/momentum": lambda pair: check_optimizer(pair, "momentum"),
     "step/adam": lambda pair: check_optimizer(pair, "adam"),
+    "carried_state": lambda pair: [check_carried_state(pair)],
 }

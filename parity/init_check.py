@@ -31,7 +31,7 @@ from scipy import stats
 
 from parity.frameworks import load_tensorflow
 from parity.port import Port
-from parity.porting import port_tensors, to_reference_layout
+from parity.porting import assemble, port_tensors
 from parity.results import SCALE_FLOOR, CheckResult, Comparison
 
 CHECK_NAME = "init"
@@ -312,23 +312,25 @@ def check_init(port: Port, problem: str, seeds: Sequence[int] = DEFAULT_SEEDS) -
         return result
     result.notes.append(f"{count} draw(s) per side, seeds {seeds[:count]}")
 
-    rows = problem_map.param_for_reference()
+    all_rows = problem_map.rows_for_reference()
     for index, (name, reference_value) in enumerate(reference_draws[0].items()):
-        row = rows.get(name)
-        if row is None or row.port not in port_draws[0]:
-            missing = "the weight map has no row for it" if row is None else f"the port has no tensor {row.port!r}"
+        rows = all_rows.get(name)
+        absent = [row.port for row in rows or [] if row.port not in port_draws[0]]
+        if rows is None or absent:
+            missing = "the weight map has no row for it" if rows is None else f"the port has no tensor {absent[0]!r}"
             result.comparisons.append(Comparison(name, float("nan"), float("nan"), RANDOM_TOLERANCE, False, missing))
             continue
         draws = _draws_for(reference_value.size, count)  # big tensors: one draw is plenty
-        try:
-            port_values = [to_reference_layout(row, draw[row.port]) for draw in port_draws[:draws]]
+        ports = ", ".join(row.port for row in rows)
+        try:  # a variable split across port tensors (an LSTM kernel) is compared whole
+            port_values = [assemble(rows, draw) for draw in port_draws[:draws]]
         except ValueError as error:
-            port_values = [draw[row.port] for draw in port_draws[:draws]]
-            result.notes.append(f"{name}: transform {row.transform!r} failed: {error}")
+            port_values = [draw[rows[0].port] for draw in port_draws[:draws]]
+            result.notes.append(f"{name}: transform {rows[0].transform!r} failed: {error}")
         if tuple(port_values[0].shape) != tuple(reference_value.shape):
             result.comparisons.append(Comparison(
                 name, float("nan"), float("nan"), RANDOM_TOLERANCE, False,
-                f"shape mismatch: port {row.port} -> {tuple(port_values[0].shape)}, "
+                f"shape mismatch: port {ports} -> {tuple(port_values[0].shape)}, "
                 f"reference {tuple(reference_value.shape)}"))
             continue
         port_sample = Sample.of(np.concatenate([v.ravel() for v in port_values]))

@@ -34,8 +34,12 @@ class ProblemMap:
     params: tuple[ParamRow, ...]
     taps: tuple[TapRow, ...]
 
-    def param_for_reference(self) -> dict[str, ParamRow]:
-        return {row.reference: row for row in self.params}
+    def rows_for_reference(self) -> dict[str, list[ParamRow]]:
+        """Each reference variable's rows: one, or one per part (an LSTM kernel: weight_ih and weight_hh)."""
+        rows: dict[str, list[ParamRow]] = {}
+        for row in self.params:
+            rows.setdefault(row.reference, []).append(row)
+        return rows
 
     def port_module_for_tap(self) -> dict[str, str]:
         return {row.reference: row.port for row in self.taps}
@@ -131,16 +135,71 @@ def wrn_map(num_residual_units: int, widening_factor: int) -> ProblemMap:
     return ProblemMap(tuple(params), tuple(taps))
 
 
+def vae_map() -> ProblemMap:
+    """deepobs.models.vae.VAE: encoder.{0,2,4} convs, mean, std_dev.0, decoder_dense.{0,1}, decoder_convs.{0,2,4}, output."""
+    params = (_conv("encoder.0.0", "encoder/conv2d") + _conv("encoder.2.0", "encoder/conv2d_1")
+              + _conv("encoder.4.0", "encoder/conv2d_2")
+              + _dense("mean", "encoder/dense", after_flatten_chw=(64, 7, 7))
+              + _dense("std_dev.0", "encoder/dense_1", after_flatten_chw=(64, 7, 7))
+              + _dense("decoder_dense.0.0", "decoder/dense") + _dense("decoder_dense.1.0", "decoder/dense_1"))
+    for index, layer in enumerate(("conv2d_transpose", "conv2d_transpose_1", "conv2d_transpose_2")):
+        params += [ParamRow(f"decoder_convs.{2 * index}.0.weight", f"decoder/{layer}/kernel", "conv_transpose"),
+                   ParamRow(f"decoder_convs.{2 * index}.0.bias", f"decoder/{layer}/bias", "identity")]
+    params += _dense("output.0", "decoder/dense_2", after_flatten_chw=(64, 14, 14))
+    taps = [("encoder/conv2d", "encoder.0"), ("encoder/dropout", "encoder.1"), ("encoder/conv2d_1", "encoder.2"),
+            ("encoder/dropout_1", "encoder.3"), ("encoder/conv2d_2", "encoder.4"), ("encoder/dropout_2", "encoder.5"),
+            ("encoder/dense", "mean"), ("encoder/dense_1", "std_dev.0"), ("encoder/z", "sample"),
+            ("decoder/dense", "decoder_dense.0"), ("decoder/dense_1", "decoder_dense.1"),
+            ("decoder/conv2d_transpose", "decoder_convs.0"), ("decoder/dropout", "decoder_convs.1"),
+            ("decoder/conv2d_transpose_1", "decoder_convs.2"), ("decoder/dropout_1", "decoder_convs.3"),
+            ("decoder/conv2d_transpose_2", "decoder_convs.4"), ("decoder/dense_2", "output")]
+    return ProblemMap(tuple(params), tuple(TapRow(*t) for t in taps))
+
+
+def char_rnn_map(num_layers: int = 2, rnn_size: int = 128) -> ProblemMap:
+    """deepobs.models.char_rnn.CharRNN. Each TF kernel maps onto two torch tensors (partial transforms);
+    torch's bias_hh_l0 (frozen at the forget bias 1.0, TF's constant) has no reference variable, so the
+    port holds 512 more numbers per layer (285,523 in all) than the original's 284,499 trainable ones."""
+    params = [ParamRow("embedding.weight", "embedding", "identity")]
+    taps = [TapRow("embedding", "embedding")]
+    for layer in range(num_layers):
+        scope, lstm = f"rnn/multi_rnn_cell/cell_{layer}", f"lstm.{layer}"
+        params += [ParamRow(f"{lstm}.weight_ih_l0", f"{scope}/lstm_cell/kernel", "lstm_input_kernel", (rnn_size,)),
+                   ParamRow(f"{lstm}.weight_hh_l0", f"{scope}/lstm_cell/kernel", "lstm_recurrent_kernel", (rnn_size,)),
+                   ParamRow(f"{lstm}.bias_ih_l0", f"{scope}/lstm_cell/bias", "lstm_bias")]
+        taps += [TapRow(f"{scope}/input_dropout", f"input_dropout.{layer}"), TapRow(f"{scope}/lstm_cell", lstm),
+                 TapRow(f"{scope}/state", f"state_out.{layer}"),
+                 TapRow(f"{scope}/output_dropout", f"output_dropout.{layer}")]
+    params += [ParamRow("softmax.weight", "rnnlm/softmax_w", "dense"),
+               ParamRow("softmax.bias", "rnnlm/softmax_b", "identity")]
+    return ProblemMap(tuple(params), tuple(taps))
+
+
+def quadratic_map() -> ProblemMap:
+    return ProblemMap((ParamRow("theta", "theta", "identity"),), (TapRow("hessian", "hessian_out"),))
+
+
+def two_d_map() -> ProblemMap:
+    return ProblemMap((ParamRow("u", "weight", "identity"), ParamRow("v", "bias", "identity")), ())
+
+
 MAPS: dict[str, ProblemMap] = {
     "mnist_logreg": logreg_map(),
     "mnist_mlp": mlp_map(),
     "mnist_2c2d": cnn_2c2d_map(),
+    "mnist_vae": vae_map(),
     "fmnist_logreg": logreg_map(),
     "fmnist_mlp": mlp_map(),
     "fmnist_2c2d": cnn_2c2d_map(),
+    "fmnist_vae": vae_map(),
     "cifar10_3c3d": cnn_3c3d_map(),
     "cifar100_3c3d": cnn_3c3d_map(),
     "svhn_3c3d": cnn_3c3d_map(),
     "cifar100_allcnnc": allcnnc_map(),
     "svhn_wrn164": wrn_map(2, 4),
+    "tolstoi_char_rnn": char_rnn_map(),
+    "quadratic_deep": quadratic_map(),
+    "two_d_rosenbrock": two_d_map(),
+    "two_d_beale": two_d_map(),
+    "two_d_branin": two_d_map(),
 }

@@ -14,12 +14,28 @@ from torch import nn
 
 from parity.maps import MAPS, ProblemMap
 
-LossTerms = Callable[[str, nn.Module, torch.Tensor, torch.Tensor], tuple]
+# (problem, model, outputs, targets) -> (mean data loss, regularizer). `outputs` is what the model returned
+# (logits; the VAE's (reconstruction, mean, std_dev); the functions' per-example losses), `targets` the
+# batch's targets in port layout (labels; next characters; the VAE's input images; None for the functions).
+LossTerms = Callable[[str, nn.Module, object, object], tuple]
+Accuracy = Callable[[str, object, object], "torch.Tensor | None"]
 OptimizerFactory = Callable[[list, float], torch.optim.Optimizer]
 
 # reference slot name -> torch optimizer state key, per optimizer kind
 DEFAULT_OPTIMIZER_STATE = {"sgd": {}, "momentum": {"momentum": "momentum_buffer"},
                            "adam": {"m": "exp_avg", "v": "exp_avg_sq"}}
+
+
+def argmax_accuracy(problem: str, outputs, targets) -> torch.Tensor:
+    """Mean of argmax over the last axis == target: the original's accuracy wherever it defines one."""
+    return (outputs.argmax(dim=-1) == targets).to(outputs.dtype).mean()
+
+
+def reset_model_state(model: nn.Module) -> None:
+    """Zero a stateful model's carried state (`model.reset_state()`); nothing for stateless models."""
+    reset = getattr(model, "reset_state", None)
+    if reset is not None:
+        reset()
 
 
 class PortError(Exception):
@@ -30,11 +46,16 @@ class PortError(Exception):
 class Port:
     name: str
     problems: Sequence[str]
-    build_model: Callable[[str], nn.Module]  # problem name -> model; the audit casts it to the dtype
-    loss_terms: LossTerms  # (problem, model, logits, labels) -> (mean data loss, regularizer)
+    # problem name -> model; the audit casts it to the dtype and calls model(*inputs), inputs in the order
+    # and port layout of the reference family's InputSpecs; the model returns the family's outputs in order.
+    build_model: Callable[[str], nn.Module]
+    loss_terms: LossTerms  # (problem, model, outputs, targets) -> (mean data loss, regularizer)
     weight_maps: Mapping[str, ProblemMap]
     optimizers: Mapping[str, OptimizerFactory]  # 'sgd', 'momentum', 'adam' -> factory(params, lr)
     optimizer_state: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: DEFAULT_OPTIMIZER_STATE)
+    # (problem, outputs, targets) -> mean accuracy, or None; compared where the original defines one.
+    accuracy: Accuracy = argmax_accuracy
+    reset_state: Callable[[nn.Module], None] = reset_model_state  # zero carried state (stateful models)
 
 
 def deepobs_port() -> Port:
@@ -42,8 +63,8 @@ def deepobs_port() -> Port:
     from deepobs import optim
     from deepobs.problems import PROBLEMS
 
-    def loss_terms(problem, model, logits, labels):
-        return PROBLEMS[problem].loss_terms(model, logits, labels)
+    def loss_terms(problem, model, outputs, targets):
+        return PROBLEMS[problem].loss_terms(model, outputs, targets)
 
     return Port(
         name="deepobs",
@@ -52,6 +73,7 @@ def deepobs_port() -> Port:
         loss_terms=loss_terms,
         weight_maps=MAPS,
         optimizers=dict(optim.OPTIMIZERS),
+        accuracy=lambda problem, outputs, targets: PROBLEMS[problem].accuracy(outputs, targets),
     )
 
 

@@ -27,6 +27,14 @@ def to_port_layout(row: ParamRow, reference_value: np.ndarray) -> np.ndarray:
     return TRANSFORMS[row.transform].to_port(reference_value, *row.args)
 
 
+def assemble(rows, port_values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One reference variable, in its layout, from the port tensors of its rows (`port_values` by port
+    name): the tensor itself, or the sum of the parts of a variable split across tensors (each partial
+    transform fills its own part and leaves zeros elsewhere)."""
+    parts = [to_reference_layout(row, port_values[row.port]) for row in rows]
+    return parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
+
+
 def check_coverage(problem_map: ProblemMap, reference_names, model: nn.Module) -> None:
     """Every reference variable and every port parameter must appear in the map, with a valid name."""
     mapped_reference = {row.reference for row in problem_map.params}
@@ -80,18 +88,17 @@ def reference_to_port(reference_values: Mapping[str, np.ndarray], model: nn.Modu
 
 def port_to_reference(model: nn.Module, reference_shapes: Mapping[str, tuple], problem_map: ProblemMap) -> dict:
     """Port parameters and buffers in reference layouts, keyed by reference name."""
-    tensors = port_tensors(model)
+    port_values = {name: tensor.detach().cpu().numpy() for name, tensor in port_tensors(model).items()}
     values = {}
-    for row in problem_map.params:
-        port_value = tensors[row.port].detach().cpu().numpy()
+    for reference, rows in problem_map.rows_for_reference().items():
         try:
-            value = to_reference_layout(row, port_value)
+            value = assemble(rows, port_values)
         except ValueError:
-            value = port_value
-        expected = tuple(reference_shapes[row.reference])
+            value = port_values[rows[0].port]
+        expected = tuple(reference_shapes[reference])
         if tuple(value.shape) != expected:
-            raise WeightMapError(
-                f"shape mismatch: port {row.port} {tuple(port_value.shape)} -> {row.transform} -> "
-                f"{tuple(value.shape)}, but reference {row.reference} is {expected}")
-        values[row.reference] = value
+            ports = ", ".join(f"{row.port} {tuple(port_values[row.port].shape)}" for row in rows)
+            raise WeightMapError(f"shape mismatch: port {ports} -> {rows[0].transform} -> "
+                                 f"{tuple(value.shape)}, but reference {reference} is {expected}")
+        values[reference] = value
     return values

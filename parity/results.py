@@ -41,10 +41,15 @@ class CheckResult:
     error: str = ""  # set when the check could not run to the end (the failure is in the report)
     notes: list[str] = field(default_factory=list)
     traceback: str = ""  # of the error, for the JSON report (the Markdown shows the one-line error)
+    not_applicable: str = ""  # why the check does not apply to this problem (it then compares nothing)
 
     @property
     def passed(self) -> bool:
         return not self.error and all(c.passed for c in self.comparisons)
+
+    @property
+    def verdict(self) -> str:
+        return "n/a" if self.not_applicable and self.passed else ("pass" if self.passed else "FAIL")
 
     @property
     def first_divergence(self) -> Comparison | None:
@@ -69,6 +74,7 @@ class CheckResult:
             "passed": self.passed,
             "error": self.error,
             "traceback": self.traceback,
+            "not_applicable": self.not_applicable,
             "notes": self.notes,
             "first_divergence": first.item if first else None,
             "comparisons": [asdict(c) | {"margin": c.margin} for c in self.comparisons],

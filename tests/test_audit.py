@@ -34,7 +34,21 @@ def test_check_passes_in_float64(problem, check):
     assert not result.error, result.error
     first = result.first_divergence
     assert result.passed, f"first divergence at {first.item}: rel {first.max_rel:.2e} {first.note}"
-    assert result.comparisons, "a check that compared nothing"
+    if result.not_applicable:  # never silently skipped: the result says why
+        assert not result.comparisons and result.verdict == "n/a"
+    else:
+        assert result.comparisons, "a check that compared nothing"
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_carried_state_applies_exactly_to_stateful_problems(problem):
+    result = audited(problem, "float64")["carried_state"]
+    if PROBLEMS[problem].family.stateful:
+        items = [c.item for c in result.comparisons]
+        assert not result.not_applicable and any(item.startswith("batch2 ") for item in items)
+        assert "batch2 rnn/multi_rnn_cell/cell_1/state" in items and "batch2 embedding" in items
+    else:
+        assert result.not_applicable == "the model carries no state from one batch to the next"
 
 
 def test_float64_tolerances_are_round_off():

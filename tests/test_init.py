@@ -134,6 +134,17 @@ PLANTED_BUGS = {
     "BN gamma drawn U(0, 1) (PyTorch < 1.2 default) where TF has ones": (
         "svhn_wrn164", _tensor("groups.1.0.bn2.weight", nn.init.uniform_),
         {"unit_2_0/batch_normalization_1/gamma": []}),
+    "nn.Embedding's default N(0, 1) where TF has glorot_uniform (+-0.169)": (
+        "tolstoi_char_rnn", _tensor("embedding.weight", nn.init.normal_), {"embedding": ["std", "support", "ks"]}),
+    "torch default reset_parameters() on the softmax head (bias U(+-0.088), TF's glorot_uniform U(+-0.19))": (
+        "tolstoi_char_rnn", lambda tensors, model: model.softmax.reset_parameters(),
+        {"rnnlm/softmax_w": ["std", "support"], "rnnlm/softmax_b": ["support"]}),
+    # (torch's default LSTM init, U(+-1/sqrt(128)), happens to equal TF's glorot_uniform of the whole
+    # [256, 512] kernel, sqrt(6/768); glorot on each torch matrix alone does not.)
+    "xavier_uniform_ on each torch LSTM matrix (fans 128/512: +-0.097) instead of the whole TF kernel's": (
+        "tolstoi_char_rnn", lambda tensors, model: [nn.init.xavier_uniform_(tensors[f"lstm.0.weight_{m}_l0"])
+                                                    for m in ("ih", "hh")],
+        {"rnn/multi_rnn_cell/cell_0/lstm_cell/kernel": ["support"]}),
     "BN moving variance left at 0": (
         "svhn_wrn164", _tensor("bn_last.running_var", nn.init.zeros_),
         {"unit_last/batch_normalization/moving_variance": []}),

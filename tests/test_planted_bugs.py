@@ -117,3 +117,103 @@ def test_nan_in_the_port_is_a_failed_check_not_a_crash():
         model.fc2.register_forward_hook(lambda module, args, output: output * float("nan"))
     first = failing(port_with(edit), "mnist_2c2d", "forward")
     assert first.item == "dense_1" and "non-finite" in first.note
+
+
+# --- the character LSTM ---------------------------------------------------------------------------
+
+def _lstm_rows_with_gates(gates):
+    rows = tuple(dataclasses.replace(r, args=(r.args[0], gates)) if r.transform.startswith("lstm_") and r.args else
+                 dataclasses.replace(r, args=(gates,)) if r.transform == "lstm_bias" else r
+                 for r in MAPS["tolstoi_char_rnn"].params)
+    return dict(MAPS, tolstoi_char_rnn=ProblemMap(rows, MAPS["tolstoi_char_rnn"].taps))
+
+
+def test_lstm_tf_gate_order_left_unpermuted():
+    port = port_with(weight_maps=_lstm_rows_with_gates((0, 1, 2, 3)))  # TF's i, j, f, o read as torch's i, f, g, o
+    first = failing(port, "tolstoi_char_rnn", "forward")
+    assert first.item == "rnn/multi_rnn_cell/cell_0/lstm_cell" and first.max_rel > 1e-2
+
+
+def test_lstm_forget_bias_dropped():
+    def edit(model):
+        with torch.no_grad():
+            for lstm in model.lstm:
+                lstm.bias_hh_l0.zero_()
+    assert failing(port_with(edit), "tolstoi_char_rnn", "forward").item == "rnn/multi_rnn_cell/cell_0/lstm_cell"
+
+
+def test_nn_lstm_dropout_instead_of_the_four_dropout_sites():
+    # nn.LSTM(num_layers=2, dropout=0.2) masks only between the layers, once: keep that site alone.
+    def edit(model):
+        model.input_dropout[0] = nn.Identity()
+        model.input_dropout[1] = nn.Identity()
+        model.output_dropout[1] = nn.Identity()
+    first = failing(port_with(edit), "tolstoi_char_rnn", "train_mode")
+    assert first.item == "rnn/multi_rnn_cell/cell_0/input_dropout"
+
+
+def test_lstm_state_not_carried_between_batches():
+    def edit(model):
+        forward = model.forward
+
+        def forward_from_zero_state(chars):
+            model.reset_state()
+            return forward(chars)
+        model.forward = forward_from_zero_state
+    port = port_with(edit)
+    first = failing(port, "tolstoi_char_rnn", "carried_state")
+    assert first.item == "batch1 rnn/multi_rnn_cell/cell_0/lstm_cell"
+    [gradients] = [r for r in audit_problem(port, "tolstoi_char_rnn", "float64", checks=["gradients"])]
+    assert gradients.passed  # one batch from the zero state cannot see it: the carried-state check does
+
+
+def test_lstm_state_not_detached():
+    def edit(model):
+        model._keep_state = lambda states: setattr(model, "state", list(states))  # no .detach()
+    first = failing(port_with(edit), "tolstoi_char_rnn", "carried_state")
+    assert first.item == "batch1 gradients" and "backward" in first.note
+
+
+# --- the VAE --------------------------------------------------------------------------------------
+
+def test_vae_encoder_stride1_conv_padded_1_1():
+    def edit(model):
+        model.encoder[4][0] = nn.Conv2d(64, 64, 4, 1, padding=1)  # TF 'SAME' pads k4 s1 as 1 before, 2 after
+    first = failing(port_with(edit), "mnist_vae", "forward")
+    assert first.item == "encoder/conv2d_2" and "shape mismatch" in first.note
+
+
+def test_vae_transposed_conv_output_15_instead_of_14():
+    def edit(model):
+        model.decoder_convs[2][0] = nn.ConvTranspose2d(64, 64, 4, 1, padding=1)  # 14 -> 15 (then 16)
+    first = failing(port_with(edit), "mnist_vae", "forward")
+    assert first.item == "decoder/conv2d_transpose_1" and "shape mismatch" in first.note
+
+
+def test_vae_decoder_activation_missing():
+    def edit(model):
+        model.decoder_convs[4][1] = nn.Identity()  # the last transposed conv without its ReLU
+    assert failing(port_with(edit), "mnist_vae", "forward").item == "decoder/conv2d_transpose_2"
+
+
+def test_vae_std_dev_without_the_half():
+    def edit(model):
+        model.std_dev[1] = nn.Identity()
+    assert failing(port_with(edit), "mnist_vae", "forward").item == "encoder/z"
+
+
+# --- quadratic_deep -------------------------------------------------------------------------------
+
+def test_quadratic_hessian_from_another_draw_order():
+    import numpy as np
+
+    from deepobs.models.quadratic import DIM, Quadratic, _rotation
+
+    def rotation_first_hessian():
+        rng = np.random.RandomState(42)
+        rotation = _rotation(DIM, rng)  # drawn before the eigenvalues
+        eigenvalues = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
+        return rotation.T @ (np.diag(eigenvalues) @ rotation)
+
+    port = port_with(build_model=lambda problem: Quadratic(rotation_first_hessian()))
+    assert failing(port, "quadratic_deep", "forward").item == "hessian"

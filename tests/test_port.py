@@ -13,57 +13,63 @@ ORIGINAL_PARAMETER_COUNTS = {
     "mnist_logreg": 7850, "mnist_mlp": 1336610, "mnist_2c2d": 3274634, "fmnist_logreg": 7850,
     "fmnist_mlp": 1336610, "fmnist_2c2d": 3274634, "cifar10_3c3d": 895210, "cifar100_3c3d": 918340,
     "svhn_3c3d": 895210, "cifar100_allcnnc": 1387108, "svhn_wrn164": 2748890,
+    "mnist_vae": 10151489, "fmnist_vae": 10151489, "tolstoi_char_rnn": 284499, "quadratic_deep": 100,
+    "two_d_rosenbrock": 2, "two_d_beale": 2, "two_d_branin": 2,
 }
+# Numbers the port holds beyond the original's trainable ones: torch's second LSTM bias, frozen at TF's
+# constant forget_bias (512 per layer).
+FROZEN_PARAMETER_COUNTS = {"tolstoi_char_rnn": 1024}
+# One example's output shape per output name (the model returns the family's outputs in order).
+OUTPUT_SHAPES = {"logits": lambda p: (p.num_outputs,), "reconstruction": lambda p: (28, 28),
+                 "mean": lambda p: (8,), "std_dev": lambda p: (8,), "losses": lambda p: ()}
+
+
+def example_inputs(problem, batch: int = 2) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(batch, *spec.shape, dtype=torch.long) if spec.kind == "ids"
+                 else torch.zeros(batch, *spec.shape) for spec in problem.family.inputs)
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_parameter_count_and_output_shape(name):
     problem = PROBLEMS[name]
     model = problem.model()
-    assert sum(p.numel() for p in model.parameters()) == ORIGINAL_PARAMETER_COUNTS[name]
-    assert model(torch.zeros(2, *problem.input_shape)).shape == (2, problem.num_outputs)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == ORIGINAL_PARAMETER_COUNTS[name]
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert frozen == FROZEN_PARAMETER_COUNTS.get(name, 0)
+    outputs = model(*example_inputs(problem))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    assert len(outputs) == len(problem.family.outputs)
+    sequence = problem.family.inputs[0].shape if problem.family.targets == "ids" else ()
+    for output, name_ in zip(outputs, problem.family.outputs):
+        assert tuple(output.shape) == (2, *sequence, *OUTPUT_SHAPES[name_](problem)), name_
 
 
-def test_unknown_problem_lists_valid_names():
-    with pytest.raises(UnknownProblemError, match="valid names: mnist_logreg"):
-        get_problem("mnist_resnet")
-
-
-@pytest.mark.parametrize("size, kernel, stride, expected", [
-    (32, 3, 2, (0, 1)), (28, 3, 2, (0, 1)), (7, 4, 1, (1, 2)), (14, 4, 2, (1, 1)), (28, 5, 1, (2, 2)), (32, 1, 2, (0, 0)),
-])
-def test_tf_same_padding(size, kernel, stride, expected):
-    assert tf_same_padding(size, kernel, stride) == expected
-
-
-def test_stride2_same_conv_samples_tf_grid():
-    # TF output i of a k3 s2 SAME conv on an even input is centred on input 2i+1.
-    conv = Conv2dSame(1, 1, 3, 2, bias=False)
+def test_char_rnn_carries_detached_state_and_resets_at_a_phase_switch():
+    model = PROBLEMS["tolstoi_char_rnn"].model().eval()
+    chars = torch.randint(0, 83, (2, 50))
     with torch.no_grad():
-        conv.weight.zero_()
-        conv.weight[0, 0, 1, 1] = 1.0
-    x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    assert torch.equal(conv(x)[0, 0], x[0, 0, 1::2, 1::2])
+        from_zero = model(chars)
+        from_carried = model(chars)
+        assert not torch.equal(from_carried, from_zero)  # the second batch continues the first's streams
+        model.reset_state()
+        assert torch.equal(model(chars), from_zero)
+    model.train()  # eval -> train: the original's train_init_op assigns the zero state
+    assert model.state is None
+    model(chars).sum().backward()
+    assert all(not t.requires_grad for layer in model.state for t in layer)  # truncated backpropagation
 
 
-def test_same_max_pool_pads_after_with_minus_infinity():
-    x = -torch.ones(1, 1, 6, 6)
-    assert MaxPool2dSame(3, 2)(x).shape == (1, 1, 3, 3)
-    assert torch.all(MaxPool2dSame(3, 2)(x) == -1.0)
+@pytest.mark.parametrize("name", ["mnist_vae", "tolstoi_char_rnn", "quadratic_deep", "two_d_branin", "mnist_2c2d"])
+def test_data_set_batches_feed_the_problem(name, tmp_path):
+    """A batch of the problem's own data set, split by its family, runs through model and loss."""
+    from deepobs.datasets import get_dataset
+    from parity.fixtures import write_dataset
 
-
-def test_tf1_adam_first_steps_follow_tf1_formula():
-    lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
-    param = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
-    optimizer = TF1Adam([param], lr=lr, betas=(beta1, beta2), eps=eps)
-    grads = [torch.tensor([0.5, 1e-9], dtype=torch.float64), torch.tensor([-0.25, 3.0], dtype=torch.float64)]
-    m = torch.zeros(2, dtype=torch.float64)
-    v = torch.zeros(2, dtype=torch.float64)
-    expected = param.detach().clone()
-    for t, grad in enumerate(grads, start=1):
-        param.grad = grad
-        optimizer.step()
-        m = beta1 * m + (1 - beta1) * grad
-        v = beta2 * v + (1 - beta2) * grad**2
-        expected = expected - lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (v.sqrt() + eps)
-        torch.testing.assert_close(param.detach(), expected, rtol=1e-14, atol=0)
+    problem = PROBLEMS[name]
+    write_dataset(problem.dataset, tmp_path)
+    dataset = get_dataset(problem.dataset, tmp_path, batch_size=4, shuffle=False)
+    inputs, targets = problem.family.split_batch(next(iter(dataset.batches("train"))))
+    assert len(inputs) == len(problem.family.inputs)
+    model = problem.model()
+    data_loss, l2 = problem.loss_terms(model, model(*inputs), targets)
+    assert data_loss.ndim == 0 and torch.isfinite(data_loss)

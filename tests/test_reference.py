@@ -46,3 +46,43 @@ def test_layer_names_are_unique_per_variable_scope():
     graph.run(forward, np.zeros((1, 3, 3, 1)), False)
     assert list(graph.variables) == ["conv2d/kernel", "conv2d/bias", "unit_1_0/conv2d/kernel", "unit_1_0/conv2d/bias",
                                      "unit_1_0/conv2d_1/kernel", "unit_1_0/conv2d_1/bias"]
+
+
+def test_conv2d_transpose_same_matches_the_port_layer():
+    """The reference's tf.nn.conv2d_transpose 'SAME' and the port's ConvTranspose2dSame, through the named
+    kernel transform: 7 -> 14 (k4 s2, crop 1/1) and 14 -> 14 (k4 s1, crop 1 before, 2 after)."""
+    import torch
+
+    from deepobs.layers import ConvTranspose2dSame
+    from parity.transforms import TRANSFORMS
+
+    rng = np.random.default_rng(0)
+    for size, stride in ((7, 2), (14, 1)):
+        x = rng.normal(size=(2, size, size, 3))
+        graph = Graph(tf.float64)
+        y_tf = graph.run(lambda g, x, t: g.conv2d_transpose(x, 4, 4, stride), x, False).numpy()
+        kernel = graph.variables["conv2d_transpose/kernel"].numpy()
+        layer = ConvTranspose2dSame(3, 4, 4, stride).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(TRANSFORMS["conv_transpose"].to_port(kernel)))
+            layer.bias.zero_()
+            y_torch = layer(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+        assert y_tf.shape == y_torch.shape == (2, size * stride, size * stride, 4)
+        np.testing.assert_allclose(y_torch, y_tf, rtol=1e-12, atol=1e-12)
+
+
+def test_quadratic_deep_hessian_is_the_originals_module_level_stream():
+    """Instance n of the original's quadratic_deep draws the n-th Hessian of one RandomState(42) stream;
+    the reference's transcription and the port's own code (written apart) agree bit for bit."""
+    from deepobs.models.quadratic import deep_hessian as port_hessian
+    from tf_reference.models.quadratic import _next_deep_hessian, deep_hessian
+
+    stream = np.random.RandomState(42)  # the original's module-level `rng`
+    first, second = _next_deep_hessian(stream), _next_deep_hessian(stream)
+    np.testing.assert_array_equal(deep_hessian(0), first)
+    np.testing.assert_array_equal(deep_hessian(1), second)
+    assert not np.allclose(first, second)  # the original's quirk: a second instance gets another Q
+    for instance in (0, 1):
+        np.testing.assert_array_equal(port_hessian(instance), deep_hessian(instance))
+    eigenvalues = np.sort(np.linalg.eigvalsh(first))
+    assert np.all((eigenvalues[:90] > 0) & (eigenvalues[:90] < 1)) and np.all(eigenvalues[90:] > 30)

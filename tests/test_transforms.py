@@ -10,7 +10,13 @@ SHAPES = {  # port-layout shape and extra args per transform
     "conv": ((8, 3, 5, 4), ()),
     "dense": ((10, 6), ()),
     "dense_after_flatten": ((12, 4 * 3 * 2), ((4, 3, 2),)),
+    "conv_transpose": ((3, 8, 4, 5), ()),
+    "lstm_input_kernel": ((4 * 6, 5), (5,)),
+    "lstm_recurrent_kernel": ((4 * 6, 6), (5,)),
+    "lstm_bias": ((4 * 6,), ()),
 }
+# The partial transforms' other part, to assemble a whole reference variable.
+OTHER_PART = {"lstm_input_kernel": "lstm_recurrent_kernel", "lstm_recurrent_kernel": "lstm_input_kernel"}
 
 
 def test_every_transform_has_a_round_trip_case():
@@ -26,6 +32,12 @@ def test_round_trip(name):
     np.testing.assert_array_equal(transform.to_port(reference_value, *args), port_value)
     back = transform.to_reference(transform.to_port(reference_value, *args), *args)
     np.testing.assert_array_equal(back, reference_value)
+    if transform.partial:  # the parts of one variable add up to it, and each reads back its own part
+        other = TRANSFORMS[OTHER_PART[name]]
+        whole = np.random.default_rng(1).normal(size=reference_value.shape)
+        parts = transform.to_reference(transform.to_port(whole, *args), *args) + \
+            other.to_reference(other.to_port(whole, *args), *args)
+        np.testing.assert_array_equal(parts, whole)
 
 
 def test_conv_layout_is_hwio():
@@ -56,3 +68,40 @@ def test_transforms_return_new_arrays(name):
     assert not np.shares_memory(TRANSFORMS[name].to_reference(value, *args), value)
     reference_value = TRANSFORMS[name].to_reference(value, *args)
     assert not np.shares_memory(TRANSFORMS[name].to_port(reference_value, *args), reference_value)
+
+
+def test_lstm_transforms_map_tf_cell_onto_torch_lstm():
+    """One step of TF1's LSTMCell (kernel i,j,f,o on concat([x, h]), forget_bias 1.0) equals torch's LSTMCell
+    with the transformed weights, bias_ih = the TF bias and bias_hh = the forget bias on torch's f gate."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    inputs, hidden, batch = 5, 6, 3
+    kernel = rng.normal(size=(inputs + hidden, 4 * hidden))
+    bias = rng.normal(size=4 * hidden)
+    x, h, c = rng.normal(size=(batch, inputs)), rng.normal(size=(batch, hidden)), rng.normal(size=(batch, hidden))
+
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+    i, j, f, o = np.split(np.concatenate([x, h], 1) @ kernel + bias, 4, axis=1)
+    c_tf = sigmoid(f + 1.0) * c + sigmoid(i) * np.tanh(j)
+    h_tf = sigmoid(o) * np.tanh(c_tf)
+
+    cell = torch.nn.LSTMCell(inputs, hidden).double()
+    forget_bias = np.zeros(4 * hidden)
+    forget_bias[hidden:2 * hidden] = 1.0  # torch's gate blocks: i, f, g, o
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.from_numpy(TRANSFORMS["lstm_input_kernel"].to_port(kernel, inputs)))
+        cell.weight_hh.copy_(torch.from_numpy(TRANSFORMS["lstm_recurrent_kernel"].to_port(kernel, inputs)))
+        cell.bias_ih.copy_(torch.from_numpy(TRANSFORMS["lstm_bias"].to_port(bias)))
+        cell.bias_hh.copy_(torch.from_numpy(forget_bias))
+        h_torch, c_torch = cell(torch.from_numpy(x), (torch.from_numpy(h), torch.from_numpy(c)))
+    np.testing.assert_allclose(h_torch.numpy(), h_tf, rtol=1e-12)
+    np.testing.assert_allclose(c_torch.numpy(), c_tf, rtol=1e-12)
+
+
+def test_conv_transpose_layout_is_hwoi():
+    weight_iohw = np.zeros((3, 8, 4, 5))
+    weight_iohw[2, 7, 3, 1] = 1.0
+    kernel = TRANSFORMS["conv_transpose"].to_reference(weight_iohw)
+    assert kernel.shape == (4, 5, 8, 3) and kernel[3, 1, 7, 2] == 1.0

@@ -18,7 +18,18 @@ import numpy as np
 from tf_reference import initializers
 from tf_reference._tf import tf
 
-NoiseSource = Callable[[str, tuple[int, ...]], np.ndarray]
+class NoiseSource:
+    """Where the graph's random draws come from when they are to be shared with another framework.
+
+    `uniform(name, shape)` backs each dropout mask, `normal(name, shape)` each standard-normal draw
+    (the VAE's epsilon). Without a source the graph draws with TensorFlow's own ops.
+    """
+
+    def uniform(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+    def normal(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
 
 
 class Graph:
@@ -30,17 +41,53 @@ class Graph:
         self._scopes: list[str] = []
         self._layer_counts: dict[str, Counter] = defaultdict(Counter)
         self._training = False
-        self._dropout_noise: NoiseSource | None = None
+        self._noise: NoiseSource | None = None
+        # The original's non-trainable state variables (the LSTM's c and h), kept apart from `variables`
+        # (they are not weights): carried from one run to the next, zeroed by reset_state.
+        self.state: dict[str, tf.Variable] = {}
         tf.random.set_seed(seed)
 
     # --- running ---------------------------------------------------------------
-    def run(self, fn, x, training: bool, dropout_noise: NoiseSource | None = None):
-        """Call `fn(self, x, training)`; returns its output. Layer outputs land in `self.taps`."""
+    def run(self, fn, inputs, training: bool, noise: NoiseSource | None = None):
+        """Call `fn(self, inputs, training)`; returns its output. Layer outputs land in `self.taps`.
+
+        `inputs` is one array or a tuple of arrays; floating arrays are cast to the graph's dtype,
+        integer arrays (character ids) are kept as they are.
+        """
         self.taps = {}
         self._layer_counts = defaultdict(Counter)
         self._training = training
-        self._dropout_noise = dropout_noise
-        return fn(self, tf.convert_to_tensor(x, dtype=self.dtype), training)
+        self._noise = noise
+        converted = tuple(self._input(x) for x in inputs) if isinstance(inputs, tuple) else self._input(inputs)
+        return fn(self, converted, training)
+
+    def _input(self, x):
+        integer = x.dtype.is_integer if isinstance(x, tf.Tensor) else np.issubdtype(np.asarray(x).dtype, np.integer)
+        if integer:
+            return tf.convert_to_tensor(x)
+        return tf.cast(x, self.dtype) if isinstance(x, tf.Tensor) else tf.convert_to_tensor(x, dtype=self.dtype)
+
+    # --- carried state ---------------------------------------------------------
+    def carried_state(self, name: str, shape) -> tf.Tensor:
+        """The state variable `name` (non-trainable, as the original's; zeros when created or reset).
+
+        A gradient tape does not watch a non-trainable variable, so backpropagation stops at the batch
+        boundary, as in the original. It is (re)created when the batch size changes.
+        """
+        shape = tuple(int(d) for d in shape)
+        if name not in self.state or tuple(self.state[name].shape) != shape:
+            self.state[name] = tf.Variable(tf.zeros(shape, self.dtype), trainable=False,
+                                           name=name.replace("/", "__"))
+        return self.state[name].read_value()
+
+    def carry(self, name: str, value: tf.Tensor) -> None:
+        """`state_variable.assign(new_state)`: the next run starts from it."""
+        self.state[name].assign(value)
+
+    def reset_state(self) -> None:
+        """The original's init ops assign the zero state at every phase switch."""
+        for variable in self.state.values():
+            variable.assign(tf.zeros_like(variable))
 
     @property
     def trainable_variables(self) -> dict[str, tf.Variable]:
@@ -77,6 +124,12 @@ class Graph:
             raise ValueError(f"variable {name} has shape {tuple(variable.shape)}, the graph asks for {shape}")
         return variable
 
+    def get_variable(self, name: str, shape, initializer=None) -> tf.Variable:
+        """tf.get_variable(name, shape) in the current variable scope (default initializer: glorot_uniform)."""
+        scope = "/".join(self._scopes)
+        return self._variable(f"{scope}/{name}" if scope else name, shape,
+                              initializer or initializers.glorot_uniform())
+
     def tap(self, name: str, x: tf.Tensor) -> tf.Tensor:
         self.taps[name] = x
         return x
@@ -110,6 +163,28 @@ class Graph:
         if activation is not None:
             y = activation(y)
         return self.tap(name, y)
+
+    def conv2d_transpose(self, x, filters: int, kernel_size: int, strides: int, activation=None) -> tf.Tensor:
+        """tf.layers.conv2d_transpose(padding='same'): kernel [kh, kw, filters, in], output size input * stride.
+
+        (The only padding the original uses; TF derives the crop from the forward conv's 'SAME' padding.)
+        """
+        name = self._layer_name("conv2d_transpose")
+        kernel = self._variable(f"{name}/kernel", (kernel_size, kernel_size, filters, x.shape[-1]),
+                                initializers.glorot_uniform())
+        output_shape = tf.stack([tf.shape(x)[0], x.shape[1] * strides, x.shape[2] * strides, filters])
+        y = tf.nn.conv2d_transpose(x, kernel, output_shape, strides, "SAME")
+        y = tf.nn.bias_add(y, self._variable(f"{name}/bias", (filters,), initializers.zeros()))
+        if activation is not None:
+            y = activation(y)
+        return self.tap(name, y)
+
+    def random_normal(self, name: str, shape) -> tf.Tensor:
+        """tf.random_normal(shape): drawn by the noise source when one is given (in every phase)."""
+        shape = tuple(int(d) for d in shape)
+        if self._noise is None:
+            return tf.random.normal(shape, dtype=self.dtype)
+        return tf.constant(self._noise.normal(name, shape), dtype=self.dtype)
 
     def max_pooling2d(self, x, pool_size: int, strides: int, padding: str = "valid") -> tf.Tensor:
         name = self._layer_name("max_pooling2d")
@@ -163,15 +238,18 @@ class Graph:
         bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
         return self.tap(name, top + (bottom - top) * tf.reshape(y_lerp, (1, -1, 1, 1)))
 
-    def dropout(self, x, rate: float, training: bool) -> tf.Tensor:
-        """tf.layers.dropout: elementwise, kept with prob 1-rate, scaled by 1/(1-rate), train phase only."""
-        name = self._layer_name("dropout")
+    def dropout(self, x, rate: float, training: bool, name: str | None = None) -> tf.Tensor:
+        """tf.layers.dropout: elementwise, kept with prob 1-rate, scaled by 1/(1-rate), train phase only.
+
+        `name` names a dropout that is not a tf.layers layer (the LSTM's DropoutWrapper sites).
+        """
+        name = name or self._layer_name("dropout")
         if training:
-            if self._dropout_noise is None:
+            if self._noise is None:
                 x = tf.nn.dropout(x, rate=rate)
             else:
                 # tf.nn.dropout keeps an element where its uniform draw is >= rate.
-                noise = tf.constant(self._dropout_noise(name, tuple(x.shape)), dtype=self.dtype)
+                noise = tf.constant(self._noise.uniform(name, tuple(x.shape)), dtype=self.dtype)
                 x = x * (1.0 / (1.0 - rate)) * tf.cast(noise >= rate, self.dtype)
         return self.tap(name, x)
 

@@ -1,0 +1,91 @@
+"""VAE (original `_vae.py`; mnist_vae, fmnist_vae): conv encoder to an 8-d latent, sampled z, deconv decoder.
+
+Default TF initialisers everywhere (glorot_uniform kernels, zero biases), leaky ReLU max(x, 0.3x)
+on the encoder convs and the two small decoder dense layers, ReLU on the three transposed convs,
+elementwise dropout 0.2 after the three encoder convs and the first two transposed convs, sigmoid
+output. forward returns (reconstruction [B, 28, 28], mean [B, 8], std_dev [B, 8]); std_dev is
+0.5 * dense (it is log sigma). epsilon ~ N(0, 1) is drawn in every phase, as in the original.
+"""
+from __future__ import annotations
+
+import torch
+
+from torch import nn
+
+from deepobs.layers import Conv2dSame, ConvTranspose2dSame, FlattenNCHW, tf_glorot_uniform_
+
+N_LATENT = 8
+DROPOUT = 0.2
+LRELU_ALPHA = 0.3
+
+
+class LeakyReLU(nn.Module):
+    """The original's lrelu: max(x, 0.3 x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, x * LRELU_ALPHA)
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor * x
+
+
+class Reparameterize(nn.Module):
+    """z = mean + epsilon * exp(std_dev), epsilon ~ N(0, I) drawn at every call (every phase)."""
+
+    def forward(self, mean: torch.Tensor, std_dev: torch.Tensor) -> torch.Tensor:
+        epsilon = torch.randn_like(mean)
+        return mean + epsilon * torch.exp(std_dev)
+
+
+class VAE(nn.Module):
+    def __init__(self, n_latent: int = N_LATENT):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Sequential(Conv2dSame(1, 64, 4, 2), LeakyReLU()), nn.Dropout(DROPOUT),
+            nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), nn.Dropout(DROPOUT),
+            nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), nn.Dropout(DROPOUT),  # pads 1 before, 2 after
+            FlattenNCHW())
+        self.mean = nn.Linear(7 * 7 * 64, n_latent)
+        self.std_dev = nn.Sequential(nn.Linear(7 * 7 * 64, n_latent), Scale(0.5))
+        self.sample = Reparameterize()
+        self.decoder_dense = nn.Sequential(
+            nn.Sequential(nn.Linear(n_latent, 24), LeakyReLU()),
+            nn.Sequential(nn.Linear(24, 49), LeakyReLU()))
+        self.decoder_convs = nn.Sequential(
+            nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), nn.Dropout(DROPOUT),  # 7 -> 14
+            nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), nn.Dropout(DROPOUT),  # 14 -> 14
+            nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()),  # no dropout after the last one
+            FlattenNCHW())
+        self.output = nn.Sequential(nn.Linear(14 * 14 * 64, 28 * 28), nn.Sigmoid())
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                tf_glorot_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor):
+        x = self.encoder(images.reshape(-1, 1, 28, 28))
+        mean, std_dev = self.mean(x), self.std_dev(x)
+        z = self.sample(mean, std_dev)
+        x = self.decoder_dense(z).reshape(-1, 1, 7, 7)  # NHWC [-1, 7, 7, 1] has the same order
+        reconstruction = self.output(self.decoder_convs(x)).reshape(-1, 28, 28)
+        return reconstruction, mean, std_dev
+
+    def l2_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+def vae_losses(outputs, images: torch.Tensor) -> torch.Tensor:
+    """Per image: sum over the 784 pixels of the squared error, plus the latent KL term."""
+    reconstruction, mean, std_dev = outputs
+    image_loss = (reconstruction.reshape(-1, 784) - images.reshape(-1, 784)).pow(2).sum(1)
+    latent_loss = -0.5 * (1.0 + 2.0 * std_dev - mean.pow(2) - torch.exp(2.0 * std_dev)).sum(1)
+    return image_loss + latent_loss
+
+
+
