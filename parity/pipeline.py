@@ -8,6 +8,14 @@ runs both pipelines and returns typed results:
   pipeline/jpeg-decode            PIL vs TF decode_jpeg on natural-ish JPEGs (a measurement, see note)
   pipeline/augment-distribution   port draws vs draws recovered from the original's own tf.image.random_*
   pipeline/shuffle-distribution   the port's shuffle buffer vs tf.data shuffle
+  pipeline/epochs                 epoch-to-epoch behaviour of the seeded original, in each framework: single-file
+                                  sets replay every pass and train_eval is the first batches of a train pass;
+                                  multi-file sets keep the buffer permutation and change only the file order;
+                                  replay_epochs=False gives fresh passes
+
+CIFAR-100 is read as the original reads it (image bytes 1..3072 of each record) unless the audit is asked for
+the corrected reading (`port_options` / `reference_options` {"correct_image_offset": True}); the result notes say
+which ran.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from scipy import stats
 
 from deepobs.datasets import DATASETS as PORT_DATASETS
 from deepobs.datasets import get_dataset
-from deepobs.datasets.base import shuffled_order
+from deepobs.datasets.base import shuffled_order, stream_records
 from deepobs.datasets.image_ops import AugmentDraws, ImagenetDraws, draw_cifar_augment, draw_imagenet_augment
 from parity import fixtures
 from parity.results import CheckResult, Comparison, compare
@@ -100,17 +108,31 @@ def _is_classification(name: str) -> bool:
     return name not in ("tolstoi", "quadratic", "two_d")
 
 
-def check_splits_and_decode(name: str, data_dir: Path) -> list[CheckResult]:
+def cifar100_reading_note(options: dict) -> str:
+    return ("image = bytes 2..3073 of each record (correct_image_offset=True)" if options.get("correct_image_offset")
+            else "image = bytes 1..3072 of each record, as the original reads CIFAR-100 (default)")
+
+
+def _reading_notes(name: str, port_options: dict, reference_options: dict) -> list[str]:
+    if name != "cifar100":
+        return []
+    return [f"port: {cifar100_reading_note(port_options)}; reference: {cifar100_reading_note(reference_options)}"]
+
+
+def check_splits_and_decode(name: str, data_dir: Path, port_options: dict | None = None,
+                            reference_options: dict | None = None) -> list[CheckResult]:
     from tf_reference.datasets import make_datasets
 
+    port_options, reference_options = port_options or {}, reference_options or {}
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
     options = {"shuffle": False, "data_augmentation": False}
-    port = get_dataset(name, data_dir, batch_size, **options)
+    port = get_dataset(name, data_dir, batch_size, **options, **port_options)
     if name == "imagenet":
         port.decode = tf_decode_jpeg  # the decoder difference is its own check (pipeline/jpeg-decode)
-    reference = make_datasets(name, data_dir, batch_size, **options)
+    reference = make_datasets(name, data_dir, batch_size, **options, **reference_options)
     splits = CheckResult(name, "pipeline/splits", "int64")
-    decode = CheckResult(name, "pipeline/decode", "float32")
+    decode = CheckResult(name, "pipeline/decode", "float32", notes=_reading_notes(name, port_options,
+                                                                                    reference_options))
     input_kind = {"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact")
     for split in port.splits:
         reference_count = sum(1 for _ in reference[split])
@@ -120,13 +142,16 @@ def check_splits_and_decode(name: str, data_dir: Path) -> list[CheckResult]:
     return [splits, decode]
 
 
-def check_augment(name: str, data_dir: Path, seed: int = 0) -> CheckResult:
+def check_augment(name: str, data_dir: Path, seed: int = 0, port_options: dict | None = None,
+                  reference_options: dict | None = None) -> CheckResult:
     """Train batches of both pipelines, unshuffled, fed the same per-record draws."""
     from tf_reference.datasets import make_datasets
 
+    port_options, reference_options = port_options or {}, reference_options or {}
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
     rng = np.random.default_rng(seed)
-    result = CheckResult(name, "pipeline/augment", "float32")
+    result = CheckResult(name, "pipeline/augment", "float32", notes=_reading_notes(name, port_options,
+                                                                                    reference_options))
     if name == "imagenet":
         count = sum(fixtures.SIZES["imagenet"]["train"])
         draws = [draw_imagenet_augment(rng) for _ in range(count)]
@@ -138,11 +163,11 @@ def check_augment(name: str, data_dir: Path, seed: int = 0) -> CheckResult:
         tolerance = _tolerance("imagenet")
     else:
         draws = draw_cifar_augment(rng, sum(fixtures.SIZES[name]["train"]), flip=name != "svhn")
-        port = get_dataset(name, data_dir, batch_size, shuffle=False, augment_draws=draws)
+        port = get_dataset(name, data_dir, batch_size, shuffle=False, augment_draws=draws, **port_options)
         params = {"crop_offsets": draws.crop_offsets.astype(np.int32), "flip": draws.flip,
                   "brightness": draws.brightness, "saturation": draws.saturation, "contrast": draws.contrast}
         tolerance = _tolerance("augmented")
-    reference = make_datasets(name, data_dir, batch_size, shuffle=False, augment_params=params)
+    reference = make_datasets(name, data_dir, batch_size, shuffle=False, augment_params=params, **reference_options)
     result.comparisons = _compare_epochs(port.batches("train"), reference["train"].as_numpy_iterator(),
                                          True, tolerance, "train")
     return result
@@ -286,6 +311,142 @@ def check_shuffle_distribution(seed: int = 0) -> CheckResult:
     return result
 
 
+# ---- epoch-to-epoch behaviour ----
+
+SINGLE_FILE = ("mnist", "fmnist", "cifar100", "quadratic", "two_d", "tolstoi")
+MULTI_FILE = ("cifar10", "svhn", "imagenet")
+EPOCH_SEED = 0
+# The runner's order: evaluate (train_eval) before every training epoch, then once more at the end.
+RUNNER_PASSES = ("train_eval", "train", "train_eval", "train", "train_eval", "train", "train_eval")
+
+
+class _Framework:
+    """One framework's pipeline for the epoch checks: passes are iterations over a split, in call order."""
+
+    def __init__(self, label: str, name: str, data_dir: Path, batch_size: int, options: dict):
+        self.label, self.name = label, name
+        if label == "port":
+            self.port = get_dataset(name, data_dir, batch_size, **options)
+        else:
+            from tf_reference.datasets import make_datasets
+            self.reference = make_datasets(name, data_dir, batch_size, **options)
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        if self.label == "port":
+            batches = [_port_arrays(b) for b in self.port.batches(split)]
+        else:
+            batches = [_reference_arrays(b, _is_classification(self.name))
+                       for b in self.reference[split].as_numpy_iterator()]
+        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
+
+
+def _same(item: str, value: list[np.ndarray], expected: list[np.ndarray], note: str = "") -> Comparison:
+    if len(value) != len(expected) or any(v.shape != e.shape for v, e in zip(value, expected)):
+        return Comparison(item, float("inf"), float("inf"), 0.0, False, note or "different sizes")
+    return compare(item, np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in value], 1),
+                   np.concatenate([e.reshape(len(e), -1).astype(np.float64) for e in expected], 1), 0.0, note=note)
+
+
+def _differ(item: str, value: list[np.ndarray], other: list[np.ndarray], note: str = "") -> Comparison:
+    """Passes when the two passes differ somewhere (a fresh pass)."""
+    difference = max(float(np.abs(v.astype(np.float64) - o.astype(np.float64)).max())
+                     for v, o in zip(value, other)) if len(value) == len(other) else float("inf")
+    return Comparison(item, difference, difference, 0.0, difference > 0, note or "must differ")
+
+
+def _single_file_comparisons(framework: _Framework, fresh: _Framework) -> list[Comparison]:
+    label = framework.label
+    passes = [(split, framework.run_pass(split)) for split in RUNNER_PASSES]
+    train = [arrays for split, arrays in passes if split == "train"]
+    train_eval = [arrays for split, arrays in passes if split == "train_eval"]
+    comparisons = [_same(f"{label}/train pass {k + 1} vs pass 1", train[k], train[0]) for k in range(1, len(train))]
+    comparisons += [_same(f"{label}/train_eval {k + 1} vs train_eval 1", train_eval[k], train_eval[0])
+                    for k in range(1, len(train_eval))]
+    size = len(train_eval[0][0])
+    comparisons.append(_same(f"{label}/train_eval vs the first {size} examples of a train pass", train_eval[0],
+                             [array[:size] for array in train[0]]))
+    if framework.name != "tolstoi":  # never shuffled: nothing to draw afresh
+        comparisons.append(_differ(f"{label}/replay_epochs=False: train pass 2 differs from pass 1",
+                                   fresh.run_pass("train"), fresh.run_pass("train")))
+    return comparisons
+
+
+def _record_ids(inputs: np.ndarray, catalogue: dict[bytes, int]) -> np.ndarray:
+    return np.array([catalogue.get(np.ascontiguousarray(image).tobytes(), -1) for image in inputs])
+
+
+def _stream_positions(record_ids: np.ndarray, file_lengths: list[int], file_order: tuple[int, ...]) -> tuple:
+    """Where each record sits in the read stream when the files are read in file_order."""
+    stream = stream_records(file_lengths, np.array(file_order))
+    position_of = np.empty(len(stream), np.int64)
+    position_of[stream] = np.arange(len(stream))
+    return tuple(position_of[record_ids].tolist())
+
+
+def _multi_file_comparisons(framework: _Framework, fresh: _Framework, catalogue: dict[bytes, int],
+                            file_lengths: list[int]) -> list[Comparison]:
+    """Records identified by their (unaugmented) values; a pass is explained by a file order if its records,
+    placed in the stream that file order gives, come out in the same stream positions as in every other pass."""
+    import itertools
+    orders = list(itertools.permutations(range(len(file_lengths))))
+    label = framework.label
+
+    def explained(passes: list[np.ndarray]) -> tuple[set, list[set]]:
+        candidates = [{_stream_positions(ids, file_lengths, order): order for order in orders} for ids in passes]
+        full = [c for ids, c in zip(passes, candidates) if len(ids) == len(passes[0])]
+        common = set.intersection(*(set(c) for c in full))
+        return common, candidates
+
+    passes = [_record_ids(framework.run_pass(split)[0], catalogue) for split in RUNNER_PASSES]
+    train_passes = [ids for split, ids in zip(RUNNER_PASSES, passes) if split == "train"]
+    common, _ = explained(train_passes)
+    prefixes_ok = all(any(_stream_positions(ids, file_lengths, order) == positions[:len(ids)]
+                          for order in orders for positions in common) for ids in passes)
+    # Relabelling the files consistently fits too, so count the orders for one fitting stream layout.
+    layout = next(iter(common), ())
+    pass_orders = {order for ids in passes for order in orders
+                   if _stream_positions(ids, file_lengths, order) == layout[:len(ids)]}
+    unexplained = 0 if common and prefixes_ok else 1
+    comparisons = [Comparison(f"{label}/the same buffer permutation in all {len(passes)} passes "
+                              f"(train and train_eval), only the file order changes", float(unexplained),
+                              float(unexplained), 0.0, unexplained == 0 and min(p.min() for p in passes) >= 0,
+                              f"{len(pass_orders)} different file orders in {len(passes)} passes")]
+    fresh_passes = [_record_ids(fresh.run_pass("train")[0], catalogue) for _ in range(2)]
+    fresh_common, _ = explained(fresh_passes)
+    comparisons.append(Comparison(f"{label}/replay_epochs=False: the buffer permutation changes", float(bool(
+        fresh_common)), float(bool(fresh_common)), 0.0, not fresh_common, "no file order explains both passes"))
+    return comparisons
+
+
+def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
+                 reference_options: dict | None = None) -> CheckResult:
+    """Epoch-to-epoch behaviour of each framework, seeded, in the runner's order of passes (see module doc)."""
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    result = CheckResult(name, "pipeline/epochs", "float32")
+    for label, extra in (("port", port_options or {}), ("reference", reference_options or {})):
+        options = {"seed": EPOCH_SEED} | extra
+        if name in MULTI_FILE:
+            options["data_augmentation"] = False  # records are identified by their values
+            catalogue_pass = _Framework(label, name, data_dir, 1, {"shuffle": False, "data_augmentation": False})
+            if name == "imagenet" and label == "port":
+                catalogue_pass.port.decode = tf_decode_jpeg
+            catalogue = {np.ascontiguousarray(image).tobytes(): index
+                         for index, image in enumerate(catalogue_pass.run_pass("train")[0])}
+            framework = _Framework(label, name, data_dir, batch_size, options)
+            fresh = _Framework(label, name, data_dir, batch_size, options | {"replay_epochs": False})
+            if name == "imagenet" and label == "port":
+                framework.port.decode = fresh.port.decode = tf_decode_jpeg
+            result.comparisons += _multi_file_comparisons(framework, fresh, catalogue, fixtures.SIZES[name]["train"])
+        else:
+            framework = _Framework(label, name, data_dir, batch_size, options)
+            fresh = _Framework(label, name, data_dir, batch_size, options | {"replay_epochs": False})
+            result.comparisons += _single_file_comparisons(framework, fresh)
+    if name in MULTI_FILE:
+        result.notes.append("multi-file: checked without augmentation (records identified by value); the draws "
+                            "replay as for single-file sets (same code path)")
+    return result
+
+
 def _guarded(name: str, check: str, run: Callable[[], list[CheckResult] | CheckResult]) -> list[CheckResult]:
     try:
         outcome = run()
@@ -307,6 +468,7 @@ def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = N
     for name in names:
         fixtures.write_dataset(name, data_dir)
         results += _guarded(name, "pipeline/decode", lambda: check_splits_and_decode(name, data_dir))
+        results += _guarded(name, "pipeline/epochs", lambda: check_epochs(name, data_dir))
         if name in AUGMENTED or name == "imagenet":
             results += _guarded(name, "pipeline/augment", lambda: check_augment(name, data_dir))
             results += _guarded(name, "pipeline/augment-distribution", lambda: check_augment_distribution(name))
