@@ -354,7 +354,7 @@ def _differ(item: str, value: list[np.ndarray], other: list[np.ndarray], note: s
     return Comparison(item, difference, difference, 0.0, difference > 0, note or "must differ")
 
 
-def _single_file_comparisons(framework: _Framework, fresh: _Framework) -> list[Comparison]:
+def _single_file_comparisons(framework, fresh) -> list[Comparison]:
     label = framework.label
     passes = [(split, framework.run_pass(split)) for split in RUNNER_PASSES]
     train = [arrays for split, arrays in passes if split == "train"]
@@ -371,8 +371,24 @@ def _single_file_comparisons(framework: _Framework, fresh: _Framework) -> list[C
     return comparisons
 
 
-def _record_ids(inputs: np.ndarray, catalogue: dict[bytes, int]) -> np.ndarray:
-    return np.array([catalogue.get(np.ascontiguousarray(image).tobytes(), -1) for image in inputs])
+IDENTIFY_TOLERANCE = 1e-3  # a record matches a catalogue entry within this max abs (standardised values)
+
+
+def _nearest(examples: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest catalogue row, its max abs distance) for each row of examples ([N, D] arrays)."""
+    indices, distances = [], []
+    chunk = max(1, 50_000_000 // catalogue.size)  # ~200 MB of float32 differences at a time
+    for start in range(0, len(examples), chunk):
+        gaps = np.abs(examples[start:start + chunk, None, :] - catalogue[None, :, :]).max(axis=2)
+        indices.append(gaps.argmin(axis=1))
+        distances.append(gaps.min(axis=1))
+    return np.concatenate(indices), np.concatenate(distances)
+
+
+def _record_ids(inputs: np.ndarray, catalogue: np.ndarray) -> np.ndarray:
+    """Each input's record index in the catalogue (unshuffled, unaugmented records), -1 where none matches."""
+    indices, distances = _nearest(inputs.reshape(len(inputs), -1).astype(np.float32), catalogue)
+    return np.where(distances <= IDENTIFY_TOLERANCE, indices, -1)
 
 
 def _stream_positions(record_ids: np.ndarray, file_lengths: list[int], file_order: tuple[int, ...]) -> tuple:
@@ -383,8 +399,7 @@ def _stream_positions(record_ids: np.ndarray, file_lengths: list[int], file_orde
     return tuple(position_of[record_ids].tolist())
 
 
-def _multi_file_comparisons(framework: _Framework, fresh: _Framework, catalogue: dict[bytes, int],
-                            file_lengths: list[int]) -> list[Comparison]:
+def _multi_file_comparisons(framework, fresh, catalogue: np.ndarray, file_lengths: list[int]) -> list[Comparison]:
     """Records identified by their (unaugmented) values; a pass is explained by a file order if its records,
     placed in the stream that file order gives, come out in the same stream positions as in every other pass."""
     import itertools
@@ -413,9 +428,18 @@ def _multi_file_comparisons(framework: _Framework, fresh: _Framework, catalogue:
                               f"{len(pass_orders)} different file orders in {len(passes)} passes")]
     fresh_passes = [_record_ids(fresh.run_pass("train")[0], catalogue) for _ in range(2)]
     fresh_common, _ = explained(fresh_passes)
-    comparisons.append(Comparison(f"{label}/replay_epochs=False: the buffer permutation changes", float(bool(
+    fresh_label = "no graph seed" if label == "original" else "replay_epochs=False"
+    comparisons.append(Comparison(f"{label}/{fresh_label}: the buffer permutation changes", float(bool(
         fresh_common)), float(bool(fresh_common)), 0.0, not fresh_common, "no file order explains both passes"))
     return comparisons
+
+
+def record_catalogue(name: str, data_dir: Path) -> np.ndarray:
+    """The port's unshuffled, unaugmented train records, [N, D] float32 (to identify records by value)."""
+    port = get_dataset(name, data_dir, 1, shuffle=False, data_augmentation=False)
+    if name == "imagenet":
+        port.decode = tf_decode_jpeg
+    return np.concatenate([x.numpy().transpose(0, 2, 3, 1).reshape(1, -1) for x, _ in port.batches("train")])
 
 
 def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
@@ -427,11 +451,7 @@ def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
         options = {"seed": EPOCH_SEED} | extra
         if name in MULTI_FILE:
             options["data_augmentation"] = False  # records are identified by their values
-            catalogue_pass = _Framework(label, name, data_dir, 1, {"shuffle": False, "data_augmentation": False})
-            if name == "imagenet" and label == "port":
-                catalogue_pass.port.decode = tf_decode_jpeg
-            catalogue = {np.ascontiguousarray(image).tobytes(): index
-                         for index, image in enumerate(catalogue_pass.run_pass("train")[0])}
+            catalogue = record_catalogue(name, data_dir)
             framework = _Framework(label, name, data_dir, batch_size, options)
             fresh = _Framework(label, name, data_dir, batch_size, options | {"replay_epochs": False})
             if name == "imagenet" and label == "port":
@@ -444,6 +464,90 @@ def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
     if name in MULTI_FILE:
         result.notes.append("multi-file: checked without augmentation (records identified by value); the draws "
                             "replay as for single-file sets (same code path)")
+    return result
+
+
+# ---- the original's own pipelines (the unpacked wheel, run by parity/original.py) ----
+
+ORIGINAL_SEED = 42  # the original runner's default random_seed
+
+
+class _OriginalFramework:
+    """The original's data set in a graph seeded as its runner seeds it (seed None: no graph seed)."""
+
+    label = "original"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, seed: int | None, augment: bool = False):
+        from parity.original import OriginalSession
+        options = {"data_augmentation": augment} if name in AUGMENTED + ("imagenet",) else {}
+        self.name = name
+        self.session = OriginalSession(name, data_dir, batch_size, seed=seed, **options)
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        batches = [_reference_arrays(batch, _is_classification(self.name)) for batch in self.session.batches(split)]
+        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
+
+
+def _examples(arrays: list[np.ndarray]) -> np.ndarray:
+    """One row per example: every array of the batch flattened and concatenated (inputs, then labels)."""
+    return np.concatenate([a.reshape(len(a), -1).astype(np.float32) for a in arrays], axis=1)
+
+
+def check_original_values(name: str, data_dir: Path, port_options: dict | None = None) -> CheckResult:
+    """The original's split values (no augmentation, seeded) against the port's: unshuffled splits batch by
+    batch, shuffled ones record by record (each original example matched to the nearest port record)."""
+    port_options = port_options or {}
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    input_tolerance = _tolerance({"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact"))
+    notes = [f"port: {cifar100_reading_note(port_options)}; the original: its own reading"] if name == "cifar100" else []
+    result = CheckResult(name, "pipeline/original-values", "float32", notes=notes)
+    original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
+    port = get_dataset(name, data_dir, batch_size, shuffle=False, data_augmentation=False, **port_options)
+    port_records = get_dataset(name, data_dir, 1, shuffle=False, data_augmentation=False, **port_options)
+    if name == "imagenet":
+        port.decode = port_records.decode = tf_decode_jpeg
+    shuffled_in_original = name != "tolstoi"
+    for split in ("train_eval", "test", "train"):
+        original_arrays = original.run_pass(split)
+        if split == "test" or not shuffled_in_original:
+            port_arrays = [np.concatenate(parts) for parts in zip(*(_port_arrays(b) for b in port.batches(split)))]
+            how = "batch by batch"
+        else:
+            records = [np.concatenate(parts) for parts in zip(*(_port_arrays(b) for b in port_records.batches("train")))]
+            match, _ = _nearest(_examples(original_arrays), _examples(records))
+            port_arrays = [array[match] for array in records]
+            how = "each example against the nearest port record"
+            result.comparisons.append(compare(f"{split}/records matched more than once",
+                                              len(match) - len(np.unique(match)), 0, 0.0))
+        result.comparisons.append(compare(f"{split}/num_examples", len(port_arrays[0]) if split != "train" or
+                                          not shuffled_in_original else port.split_size("train"),
+                                          len(original_arrays[0]), 0.0))
+        for position, (port_array, original_array) in enumerate(zip(port_arrays, original_arrays)):
+            kind = "inputs" if position == 0 else "labels"
+            result.comparisons.append(compare(f"{split}/{kind}", port_array, original_array,
+                                              input_tolerance if position == 0 else 0.0, note=how))
+    original.session.close()
+    return result
+
+
+def check_original_epochs(name: str, data_dir: Path) -> CheckResult:
+    """The same epoch checks as pipeline/epochs, on the original itself (no augmentation: the original maps
+    on 8 threads sharing its random ops, so which record gets which draw varies; see docs/datasets.md)."""
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    result = CheckResult(name, "pipeline/original-epochs", "float32")
+    original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
+    unseeded = _OriginalFramework(name, data_dir, batch_size, None)
+    if name in MULTI_FILE:
+        result.comparisons = _multi_file_comparisons(original, unseeded, record_catalogue(name, data_dir),
+                                                     fixtures.SIZES[name]["train"])
+    else:
+        result.comparisons = [
+            c if "replay_epochs=False" not in c.item else
+            Comparison(c.item.replace("replay_epochs=False", "no graph seed"), c.max_abs, c.max_rel, c.tolerance,
+                       c.passed, c.note)
+            for c in _single_file_comparisons(original, unseeded)]
+    original.session.close()
+    unseeded.session.close()
     return result
 
 
