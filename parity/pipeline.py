@@ -559,8 +559,13 @@ def _guarded(name: str, check: str, run: Callable[[], list[CheckResult] | CheckR
     return outcome if isinstance(outcome, list) else [outcome]
 
 
-def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = None) -> list[CheckResult]:
-    """All pipeline checks for `datasets` (default: all), on fixture files written under work_dir."""
+def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = None,
+                    original: bool | None = None) -> list[CheckResult]:
+    """All pipeline checks for `datasets` (default: all), on fixture files written under work_dir. original: also
+    run the original's own pipelines (default: when its wheel is unpacked, see parity/original.py)."""
+    from parity.original import original_available
+    if original is None:
+        original = original_available()
     names = list(datasets) if datasets is not None else DATASETS
     unknown = sorted(set(names) - set(DATASETS))
     if unknown:
@@ -578,5 +583,8 @@ def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = N
             results += _guarded(name, "pipeline/augment-distribution", lambda: check_augment_distribution(name))
         if name == "imagenet":
             results += _guarded(name, "pipeline/jpeg-decode", check_jpeg_decode)
+        if original:
+            results += _guarded(name, "pipeline/original-values", lambda: check_original_values(name, data_dir))
+            results += _guarded(name, "pipeline/original-epochs", lambda: check_original_epochs(name, data_dir))
     results += _guarded("all", "pipeline/shuffle-distribution", check_shuffle_distribution)
     return results
