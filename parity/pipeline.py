@@ -399,47 +399,56 @@ def _stream_positions(record_ids: np.ndarray, file_lengths: list[int], file_orde
     return tuple(position_of[record_ids].tolist())
 
 
-def _multi_file_comparisons(framework, fresh, catalogue: np.ndarray, file_lengths: list[int]) -> list[Comparison]:
-    """Records identified by their (unaugmented) values; a pass is explained by a file order if its records,
-    placed in the stream that file order gives, come out in the same stream positions as in every other pass."""
+def _layouts(passes: list[np.ndarray], file_lengths: list[int]) -> list[dict[tuple, tuple]]:
+    """Per pass: {stream positions of its records under a file order: that file order}, over all file orders."""
     import itertools
     orders = list(itertools.permutations(range(len(file_lengths))))
+    return [{_stream_positions(ids, file_lengths, order): order for order in orders} for ids in passes]
+
+
+def _multi_file_comparisons(framework, fresh, catalogue: np.ndarray, file_lengths: list[int]) -> list[Comparison]:
+    """Records identified by their (unaugmented) values; the passes are explained by file orders if, placed in
+    the stream each pass's file order gives, their records come from the same stream positions in every pass
+    (a train_eval pass: the first positions)."""
     label = framework.label
-
-    def explained(passes: list[np.ndarray]) -> tuple[set, list[set]]:
-        candidates = [{_stream_positions(ids, file_lengths, order): order for order in orders} for ids in passes]
-        full = [c for ids, c in zip(passes, candidates) if len(ids) == len(passes[0])]
-        common = set.intersection(*(set(c) for c in full))
-        return common, candidates
-
     passes = [_record_ids(framework.run_pass(split)[0], catalogue) for split in RUNNER_PASSES]
-    train_passes = [ids for split, ids in zip(RUNNER_PASSES, passes) if split == "train"]
-    common, _ = explained(train_passes)
-    prefixes_ok = all(any(_stream_positions(ids, file_lengths, order) == positions[:len(ids)]
-                          for order in orders for positions in common) for ids in passes)
-    # Relabelling the files consistently fits too, so count the orders for one fitting stream layout.
-    layout = next(iter(common), ())
-    pass_orders = {order for ids in passes for order in orders
-                   if _stream_positions(ids, file_lengths, order) == layout[:len(ids)]}
-    unexplained = 0 if common and prefixes_ok else 1
+    layouts = _layouts(passes, file_lengths)
+    full_length = max(len(ids) for ids in passes)
+    common = set.intersection(*(set(layout) for ids, layout in zip(passes, layouts) if len(ids) == full_length))
+    # Relabelling the files consistently fits too: keep the stream layouts every pass (train_eval included) fits.
+    common = {c for c in common if all(c[:len(ids)] in layout for ids, layout in zip(passes, layouts))}
+    one_layout = next(iter(common), ())
+    file_orders = {layout[one_layout[:len(ids)]] for ids, layout in zip(passes, layouts) if one_layout}
+    identified = min(ids.min() for ids in passes) >= 0
+    unexplained = 0.0 if common and identified else 1.0
     comparisons = [Comparison(f"{label}/the same buffer permutation in all {len(passes)} passes "
-                              f"(train and train_eval), only the file order changes", float(unexplained),
-                              float(unexplained), 0.0, unexplained == 0 and min(p.min() for p in passes) >= 0,
-                              f"{len(pass_orders)} different file orders in {len(passes)} passes")]
+                              f"(train and train_eval), only the file order changes", unexplained, unexplained, 0.0,
+                              unexplained == 0, f"{len(file_orders)} different file orders in {len(passes)} passes"
+                              + ("" if identified else "; some records not identified"))]
     fresh_passes = [_record_ids(fresh.run_pass("train")[0], catalogue) for _ in range(2)]
-    fresh_common, _ = explained(fresh_passes)
+    fresh_common = set.intersection(*(set(layout) for layout in _layouts(fresh_passes, file_lengths)))
     fresh_label = "no graph seed" if label == "original" else "replay_epochs=False"
     comparisons.append(Comparison(f"{label}/{fresh_label}: the buffer permutation changes", float(bool(
         fresh_common)), float(bool(fresh_common)), 0.0, not fresh_common, "no file order explains both passes"))
     return comparisons
 
 
-def record_catalogue(name: str, data_dir: Path) -> np.ndarray:
-    """The port's unshuffled, unaugmented train records, [N, D] float32 (to identify records by value)."""
-    port = get_dataset(name, data_dir, 1, shuffle=False, data_augmentation=False)
+GENERATED_TRAIN_SIZES = {"quadratic": 1000, "two_d": 10000}
+
+
+def all_train_records(name: str, data_dir: Path, **options) -> list[np.ndarray]:
+    """The port's unshuffled, unaugmented train split as one batch of every record (NHWC, labels as ints)."""
+    count = GENERATED_TRAIN_SIZES.get(name) or sum(fixtures.SIZES[name]["train"])
+    port = get_dataset(name, data_dir, count, shuffle=False, data_augmentation=False, **options)
     if name == "imagenet":
         port.decode = tf_decode_jpeg
-    return np.concatenate([x.numpy().transpose(0, 2, 3, 1).reshape(1, -1) for x, _ in port.batches("train")])
+    return _port_arrays(next(iter(port.batches("train"))))
+
+
+def record_catalogue(name: str, data_dir: Path) -> np.ndarray:
+    """The port's unshuffled, unaugmented train records, [N, D] float32 (to identify records by value)."""
+    inputs = all_train_records(name, data_dir)[0]
+    return inputs.reshape(len(inputs), -1).astype(np.float32)
 
 
 def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
@@ -503,9 +512,8 @@ def check_original_values(name: str, data_dir: Path, port_options: dict | None =
     result = CheckResult(name, "pipeline/original-values", "float32", notes=notes)
     original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
     port = get_dataset(name, data_dir, batch_size, shuffle=False, data_augmentation=False, **port_options)
-    port_records = get_dataset(name, data_dir, 1, shuffle=False, data_augmentation=False, **port_options)
     if name == "imagenet":
-        port.decode = port_records.decode = tf_decode_jpeg
+        port.decode = tf_decode_jpeg
     shuffled_in_original = name != "tolstoi"
     for split in ("train_eval", "test", "train"):
         original_arrays = original.run_pass(split)
@@ -513,7 +521,7 @@ def check_original_values(name: str, data_dir: Path, port_options: dict | None =
             port_arrays = [np.concatenate(parts) for parts in zip(*(_port_arrays(b) for b in port.batches(split)))]
             how = "batch by batch"
         else:
-            records = [np.concatenate(parts) for parts in zip(*(_port_arrays(b) for b in port_records.batches("train")))]
+            records = all_train_records(name, data_dir, **port_options)
             match, _ = _nearest(_examples(original_arrays), _examples(records))
             port_arrays = [array[match] for array in records]
             how = "each example against the nearest port record"
