@@ -30,7 +30,8 @@ def _mnist_arrays(folder: str, prefix: str) -> tuple[tf.Tensor, tf.Tensor]:
     pixels = _read_idx_gz(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), 16)
     labels = _read_idx_gz(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), 8)
     images = tf.reshape(tf.cast(pixels, tf.float32) / 255.0, [-1, 28, 28, 1])
-    return images, tf.one_hot(tf.cast(labels, tf.int32), 10)
+    # The original reads the idx files with NumPy (gzip, np.frombuffer): the same bytes; its labels are int32 one-hot.
+    return images, tf.one_hot(tf.cast(labels, tf.int32), 10, dtype=tf.int32)
 
 
 def _batched(data: tf.data.Dataset, batch_size: int, shuffle: bool, seeds: EpochSeeds | None = None
