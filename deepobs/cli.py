@@ -41,7 +41,8 @@ def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool,
     lines = [f"{name} in {data_dir} (batch size {dataset.batch_size})"]
     if name == "cifar100":
         lines.append("  image = bytes 2..3073 of each record (corrected)" if correct_image_offset else
-                     "  image = bytes 1..3072 of each record, as the original reads it (--correct-image-offset: 2..3073)")
+                     "  image = bytes 1..3072 of each record, as the original reads it "
+                     "(--correct-image-offset: 2..3073)")
     for split in dataset.splits:
         num_batches = dataset.num_batches(split)
         inputs, labels = next(iter(dataset.batches(split)), (None, None))

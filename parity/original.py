@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import os
 import sys
 import types
@@ -83,7 +84,7 @@ class OriginalSession:
         datasets = original_datasets()
         sys.modules[f"{PACKAGE}.config"].set_data_dir(str(data_dir))
         self.graph = tf.Graph()
-        with self.graph.as_default():
+        with self.graph.as_default(), contextlib.redirect_stdout(io.StringIO()):  # its "Extracting ..." lines
             if seed is not None:
                 tf.compat.v1.set_random_seed(seed)
             self.dataset = getattr(datasets, name)(batch_size, **options)

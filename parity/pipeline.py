@@ -514,9 +514,11 @@ def check_original_values(name: str, data_dir: Path, port_options: dict | None =
     batch, shuffled ones record by record (each original example matched to the nearest port record)."""
     port_options = port_options or {}
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
-    input_tolerance = _tolerance({"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact"))
-    notes = [f"port: {cifar100_reading_note(port_options)}; the original: its own reading"] if name == "cifar100" else []
-    result = CheckResult(name, "pipeline/original-values", "float32", notes=notes)
+    input_kind = {"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact")
+    input_tolerance = _tolerance(input_kind)
+    result = CheckResult(name, "pipeline/original-values", "float32")
+    if name == "cifar100":
+        result.notes.append(f"port: {cifar100_reading_note(port_options)}; the original: its own reading")
     original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
     port = get_dataset(name, data_dir, batch_size, shuffle=False, data_augmentation=False, **port_options)
     if name == "imagenet":
@@ -534,9 +536,8 @@ def check_original_values(name: str, data_dir: Path, port_options: dict | None =
             how = "each example against the nearest port record"
             result.comparisons.append(compare(f"{split}/records matched more than once",
                                               len(match) - len(np.unique(match)), 0, 0.0))
-        result.comparisons.append(compare(f"{split}/num_examples", len(port_arrays[0]) if split != "train" or
-                                          not shuffled_in_original else port.split_size("train"),
-                                          len(original_arrays[0]), 0.0))
+        result.comparisons.append(compare(f"{split}/num_examples", port.split_size(split), len(original_arrays[0]),
+                                          0.0))
         for position, (port_array, original_array) in enumerate(zip(port_arrays, original_arrays)):
             kind = "inputs" if position == 0 else "labels"
             result.comparisons.append(compare(f"{split}/{kind}", port_array, original_array,

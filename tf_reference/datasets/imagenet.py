@@ -74,7 +74,8 @@ def imagenet_datasets(data_dir: str, batch_size: int, data_augmentation: bool = 
                 lambda serialized, pair: parse(serialized, fresh_params(pair)), num_parallel_calls=8)
         else:
             # The original passes 8 or 4 by data_augmentation, whichever split this is.
-            data = data.map(parse, num_parallel_calls=seeds.map_calls(8 if data_augmentation else 4))
+            calls = 8 if data_augmentation else 4
+            data = data.map(parse, num_parallel_calls=seeds.map_calls(calls) if augment else calls)
         if shuffled and augment_params is None:
             data = seeds.shuffle(data, 20000)
         return data.batch(batch_size, drop_remainder=True).prefetch(4)

@@ -145,7 +145,7 @@ def binary_datasets(name: str, data_dir: str, batch_size: int, data_augmentation
             data = tf.data.Dataset.zip((data, seeds.record_seeds())).map(
                 lambda raw, pair: parse(raw, fresh_params(pair, flip)), num_parallel_calls=8)
         else:
-            data = data.map(parse, num_parallel_calls=seeds.map_calls(8 if augment else 4))
+            data = data.map(parse, num_parallel_calls=seeds.map_calls(8) if augment else 4)
         return _batched(data, batch_size, shuffled and augment_params is None, seeds)
 
     train = make(train_pattern, data_augmentation, shuffle)
