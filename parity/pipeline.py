@@ -313,31 +313,42 @@ def check_shuffle_distribution(seed: int = 0) -> CheckResult:
 
 # ---- epoch-to-epoch behaviour ----
 
-SINGLE_FILE = ("mnist", "fmnist", "cifar100", "quadratic", "two_d", "tolstoi")
-MULTI_FILE = ("cifar10", "svhn", "imagenet")
+MULTI_FILE = ("cifar10", "svhn", "imagenet")  # train files read in a shuffled order; the rest: one file
 EPOCH_SEED = 0
 # The runner's order: evaluate (train_eval) before every training epoch, then once more at the end.
 RUNNER_PASSES = ("train_eval", "train", "train_eval", "train", "train_eval", "train", "train_eval")
 
 
-class _Framework:
-    """One framework's pipeline for the epoch checks: passes are iterations over a split, in call order."""
+def _concatenate_batches(batches: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
 
-    def __init__(self, label: str, name: str, data_dir: Path, batch_size: int, options: dict):
-        self.label, self.name = label, name
-        if label == "port":
-            self.port = get_dataset(name, data_dir, batch_size, **options)
-        else:
-            from tf_reference.datasets import make_datasets
-            self.reference = make_datasets(name, data_dir, batch_size, **options)
+
+class _PortFramework:
+    """The port's loader for the epoch checks: a pass is one `batches(split)`, in call order."""
+
+    label = "port"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, options: dict):
+        self.name, self.port = name, get_dataset(name, data_dir, batch_size, **options)
+        if name == "imagenet":
+            self.port.decode = tf_decode_jpeg  # records are identified against TF-decoded values
 
     def run_pass(self, split: str) -> list[np.ndarray]:
-        if self.label == "port":
-            batches = [_port_arrays(b) for b in self.port.batches(split)]
-        else:
-            batches = [_reference_arrays(b, _is_classification(self.name))
-                       for b in self.reference[split].as_numpy_iterator()]
-        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
+        return _concatenate_batches([_port_arrays(b) for b in self.port.batches(split)])
+
+
+class _ReferenceFramework:
+    """The reference for the epoch checks: a pass is one iteration of the split's dataset."""
+
+    label = "reference"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, options: dict):
+        from tf_reference.datasets import make_datasets
+        self.name, self.reference = name, make_datasets(name, data_dir, batch_size, **options)
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        return _concatenate_batches([_reference_arrays(b, _is_classification(self.name))
+                                     for b in self.reference[split].as_numpy_iterator()])
 
 
 def _same(item: str, value: list[np.ndarray], expected: list[np.ndarray], note: str = "") -> Comparison:
@@ -463,19 +474,17 @@ def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
     """Epoch-to-epoch behaviour of each framework, seeded, in the runner's order of passes (see module doc)."""
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
     result = CheckResult(name, "pipeline/epochs", "float32")
-    for label, extra in (("port", port_options or {}), ("reference", reference_options or {})):
+    for framework_class, extra in ((_PortFramework, port_options or {}),
+                                   (_ReferenceFramework, reference_options or {})):
         options = {"seed": EPOCH_SEED} | extra
         if name in MULTI_FILE:
             options["data_augmentation"] = False  # records are identified by their values
-            catalogue = record_catalogue(name, data_dir)
-            framework = _Framework(label, name, data_dir, batch_size, options)
-            fresh = _Framework(label, name, data_dir, batch_size, options | {"replay_epochs": False})
-            if name == "imagenet" and label == "port":
-                framework.port.decode = fresh.port.decode = tf_decode_jpeg
-            result.comparisons += _multi_file_comparisons(framework, fresh, catalogue, fixtures.SIZES[name]["train"])
+        framework = framework_class(name, data_dir, batch_size, options)
+        fresh = framework_class(name, data_dir, batch_size, options | {"replay_epochs": False})
+        if name in MULTI_FILE:
+            result.comparisons += _multi_file_comparisons(framework, fresh, record_catalogue(name, data_dir),
+                                                          fixtures.SIZES[name]["train"])
         else:
-            framework = _Framework(label, name, data_dir, batch_size, options)
-            fresh = _Framework(label, name, data_dir, batch_size, options | {"replay_epochs": False})
             result.comparisons += _single_file_comparisons(framework, fresh)
     if name in MULTI_FILE:
         result.notes.append("multi-file: checked without augmentation (records identified by value); the draws "
@@ -500,8 +509,8 @@ class _OriginalFramework:
         self.session = OriginalSession(name, data_dir, batch_size, seed=seed, **options)
 
     def run_pass(self, split: str) -> list[np.ndarray]:
-        batches = [_reference_arrays(batch, _is_classification(self.name)) for batch in self.session.batches(split)]
-        return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
+        return _concatenate_batches([_reference_arrays(batch, _is_classification(self.name))
+                                     for batch in self.session.batches(split)])
 
 
 def _examples(arrays: list[np.ndarray]) -> np.ndarray:
