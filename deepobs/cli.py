@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     check.add_argument("--batch-size", type=positive_int, default=None, help="default: the data set's usual batch size")
     check.add_argument("--valid", action="store_true", help="also the v1.2 valid split")
+    check.add_argument("--correct-image-offset", action="store_true",
+                       help="cifar100 only: read the image from byte 2 of each record (the original reads from "
+                            "byte 1: see docs/datasets.md)")
     prepare.add_argument("--raw-dir", type=Path, default=None,
                          help="folder with the already downloaded raw files (no network access)")
     return parser
@@ -49,9 +52,17 @@ def _describe(tensor) -> str:
     return "none" if tensor is None else f"{tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
 
 
-def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool) -> None:
-    dataset = get_dataset(name, data_dir, batch_size, valid_split=valid, shuffle=False)
+def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool,
+               correct_image_offset: bool = False) -> None:
+    options = {"correct_image_offset": correct_image_offset} if name == "cifar100" else {}
+    if correct_image_offset and name != "cifar100":
+        raise ValueError("--correct-image-offset applies to cifar100 only")
+    dataset = get_dataset(name, data_dir, batch_size, valid_split=valid, shuffle=False, **options)
     lines = [f"{name} in {data_dir} (batch size {dataset.batch_size})"]
+    if name == "cifar100":
+        lines.append("  image = bytes 2..3073 of each record (corrected)" if correct_image_offset else
+                     "  image = bytes 1..3072 of each record, as the original reads it "
+                     "(--correct-image-offset: 2..3073)")
     for split in dataset.splits:
         num_batches = dataset.num_batches(split)
         inputs, labels = next(iter(dataset.batches(split)), (None, None))
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.action == "check":
-            check_data(args.name, args.data_dir, args.batch_size, args.valid)
+            check_data(args.name, args.data_dir, args.batch_size, args.valid, args.correct_image_offset)
         else:
             from deepobs.datasets.prepare import prepare
             prepare(args.name, args.data_dir, args.raw_dir)

@@ -8,6 +8,14 @@ runs both pipelines and returns typed results:
   pipeline/jpeg-decode            PIL vs TF decode_jpeg on natural-ish JPEGs (a measurement, see note)
   pipeline/augment-distribution   port draws vs draws recovered from the original's own tf.image.random_*
   pipeline/shuffle-distribution   the port's shuffle buffer vs tf.data shuffle
+  pipeline/epochs                 epoch-to-epoch behaviour of the seeded original, in each framework: single-file
+                                  sets replay every pass and train_eval is the first batches of a train pass;
+                                  multi-file sets keep the buffer permutation and change only the file order;
+                                  replay_epochs=False gives fresh passes
+
+CIFAR-100 is read as the original reads it (image bytes 1..3072 of each record) unless the audit is asked for
+the corrected reading (`port_options` / `reference_options` {"correct_image_offset": True}); the result notes say
+which ran.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from scipy import stats
 
 from deepobs.datasets import DATASETS as PORT_DATASETS
 from deepobs.datasets import get_dataset
-from deepobs.datasets.base import shuffled_order
+from deepobs.datasets.base import shuffled_order, stream_records
 from deepobs.datasets.image_ops import AugmentDraws, ImagenetDraws, draw_cifar_augment, draw_imagenet_augment
 from parity import fixtures
 from parity.results import CheckResult, Comparison, compare
@@ -100,17 +108,31 @@ def _is_classification(name: str) -> bool:
     return name not in ("tolstoi", "quadratic", "two_d")
 
 
-def check_splits_and_decode(name: str, data_dir: Path) -> list[CheckResult]:
+def cifar100_reading_note(options: dict) -> str:
+    return ("image = bytes 2..3073 of each record (correct_image_offset=True)" if options.get("correct_image_offset")
+            else "image = bytes 1..3072 of each record, as the original reads CIFAR-100 (default)")
+
+
+def _reading_notes(name: str, port_options: dict, reference_options: dict) -> list[str]:
+    if name != "cifar100":
+        return []
+    return [f"port: {cifar100_reading_note(port_options)}; reference: {cifar100_reading_note(reference_options)}"]
+
+
+def check_splits_and_decode(name: str, data_dir: Path, port_options: dict | None = None,
+                            reference_options: dict | None = None) -> list[CheckResult]:
     from tf_reference.datasets import make_datasets
 
+    port_options, reference_options = port_options or {}, reference_options or {}
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
     options = {"shuffle": False, "data_augmentation": False}
-    port = get_dataset(name, data_dir, batch_size, **options)
+    port = get_dataset(name, data_dir, batch_size, **options, **port_options)
     if name == "imagenet":
         port.decode = tf_decode_jpeg  # the decoder difference is its own check (pipeline/jpeg-decode)
-    reference = make_datasets(name, data_dir, batch_size, **options)
+    reference = make_datasets(name, data_dir, batch_size, **options, **reference_options)
     splits = CheckResult(name, "pipeline/splits", "int64")
-    decode = CheckResult(name, "pipeline/decode", "float32")
+    decode = CheckResult(name, "pipeline/decode", "float32", notes=_reading_notes(name, port_options,
+                                                                                    reference_options))
     input_kind = {"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact")
     for split in port.splits:
         reference_count = sum(1 for _ in reference[split])
@@ -120,13 +142,16 @@ def check_splits_and_decode(name: str, data_dir: Path) -> list[CheckResult]:
     return [splits, decode]
 
 
-def check_augment(name: str, data_dir: Path, seed: int = 0) -> CheckResult:
+def check_augment(name: str, data_dir: Path, seed: int = 0, port_options: dict | None = None,
+                  reference_options: dict | None = None) -> CheckResult:
     """Train batches of both pipelines, unshuffled, fed the same per-record draws."""
     from tf_reference.datasets import make_datasets
 
+    port_options, reference_options = port_options or {}, reference_options or {}
     batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
     rng = np.random.default_rng(seed)
-    result = CheckResult(name, "pipeline/augment", "float32")
+    result = CheckResult(name, "pipeline/augment", "float32", notes=_reading_notes(name, port_options,
+                                                                                    reference_options))
     if name == "imagenet":
         count = sum(fixtures.SIZES["imagenet"]["train"])
         draws = [draw_imagenet_augment(rng) for _ in range(count)]
@@ -138,11 +163,11 @@ def check_augment(name: str, data_dir: Path, seed: int = 0) -> CheckResult:
         tolerance = _tolerance("imagenet")
     else:
         draws = draw_cifar_augment(rng, sum(fixtures.SIZES[name]["train"]), flip=name != "svhn")
-        port = get_dataset(name, data_dir, batch_size, shuffle=False, augment_draws=draws)
+        port = get_dataset(name, data_dir, batch_size, shuffle=False, augment_draws=draws, **port_options)
         params = {"crop_offsets": draws.crop_offsets.astype(np.int32), "flip": draws.flip,
                   "brightness": draws.brightness, "saturation": draws.saturation, "contrast": draws.contrast}
         tolerance = _tolerance("augmented")
-    reference = make_datasets(name, data_dir, batch_size, shuffle=False, augment_params=params)
+    reference = make_datasets(name, data_dir, batch_size, shuffle=False, augment_params=params, **reference_options)
     result.comparisons = _compare_epochs(port.batches("train"), reference["train"].as_numpy_iterator(),
                                          True, tolerance, "train")
     return result
@@ -286,6 +311,271 @@ def check_shuffle_distribution(seed: int = 0) -> CheckResult:
     return result
 
 
+# ---- epoch-to-epoch behaviour ----
+
+MULTI_FILE = ("cifar10", "svhn", "imagenet")  # train files read in a shuffled order; the rest: one file
+EPOCH_SEED = 0
+# The runner's order: evaluate (train_eval) before every training epoch, then once more at the end.
+RUNNER_PASSES = ("train_eval", "train", "train_eval", "train", "train_eval", "train", "train_eval")
+
+
+def _concatenate_batches(batches: list[list[np.ndarray]]) -> list[np.ndarray]:
+    return [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))] if batches else []
+
+
+class _PortFramework:
+    """The port's loader for the epoch checks: a pass is one `batches(split)`, in call order."""
+
+    label = "port"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, options: dict):
+        self.name, self.port = name, get_dataset(name, data_dir, batch_size, **options)
+        if name == "imagenet":
+            self.port.decode = tf_decode_jpeg  # records are identified against TF-decoded values
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        return _concatenate_batches([_port_arrays(b) for b in self.port.batches(split)])
+
+
+class _ReferenceFramework:
+    """The reference for the epoch checks: a pass is one iteration of the split's dataset."""
+
+    label = "reference"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, options: dict):
+        from tf_reference.datasets import make_datasets
+        self.name, self.reference = name, make_datasets(name, data_dir, batch_size, **options)
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        return _concatenate_batches([_reference_arrays(b, _is_classification(self.name))
+                                     for b in self.reference[split].as_numpy_iterator()])
+
+
+def _same(item: str, value: list[np.ndarray], expected: list[np.ndarray], note: str = "") -> Comparison:
+    if len(value) != len(expected) or any(v.shape != e.shape for v, e in zip(value, expected)):
+        return Comparison(item, float("inf"), float("inf"), 0.0, False, note or "different sizes")
+    return compare(item, np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in value], 1),
+                   np.concatenate([e.reshape(len(e), -1).astype(np.float64) for e in expected], 1), 0.0, note=note)
+
+
+def _differ(item: str, value: list[np.ndarray], other: list[np.ndarray], note: str = "") -> Comparison:
+    """Passes when the two passes differ somewhere (a fresh pass)."""
+    difference = max(float(np.abs(v.astype(np.float64) - o.astype(np.float64)).max())
+                     for v, o in zip(value, other)) if len(value) == len(other) else float("inf")
+    return Comparison(item, difference, difference, 0.0, difference > 0, note or "must differ")
+
+
+def _single_file_comparisons(framework, fresh) -> list[Comparison]:
+    label = framework.label
+    passes = [(split, framework.run_pass(split)) for split in RUNNER_PASSES]
+    train = [arrays for split, arrays in passes if split == "train"]
+    train_eval = [arrays for split, arrays in passes if split == "train_eval"]
+    comparisons = [_same(f"{label}/train pass {k + 1} vs pass 1", train[k], train[0]) for k in range(1, len(train))]
+    comparisons += [_same(f"{label}/train_eval {k + 1} vs train_eval 1", train_eval[k], train_eval[0])
+                    for k in range(1, len(train_eval))]
+    size = len(train_eval[0][0])
+    comparisons.append(_same(f"{label}/train_eval vs the first {size} examples of a train pass", train_eval[0],
+                             [array[:size] for array in train[0]]))
+    if framework.name != "tolstoi":  # never shuffled: nothing to draw afresh
+        comparisons.append(_differ(f"{label}/replay_epochs=False: train pass 2 differs from pass 1",
+                                   fresh.run_pass("train"), fresh.run_pass("train")))
+    return comparisons
+
+
+IDENTIFY_TOLERANCE = 1e-3  # a record matches a catalogue entry within this max abs (standardised values)
+
+
+def _nearest(examples: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest catalogue row, its max abs distance) for each row of examples ([N, D] float32):
+    exact matches by value first, the rest nearest on up to 256 evenly spread columns, the distance then taken
+    over all columns (a wrong pick shows as a large distance, never as a pass)."""
+    exact = {row.tobytes(): index for index, row in enumerate(np.ascontiguousarray(catalogue))}
+    indices = np.array([exact.get(row.tobytes(), -1) for row in np.ascontiguousarray(examples)], np.int64)
+    distances = np.zeros(len(examples), np.float32)
+    pending = np.flatnonzero(indices < 0)
+    columns = np.unique(np.linspace(0, catalogue.shape[1] - 1, min(catalogue.shape[1], 256)).astype(np.int64))
+    features = catalogue[:, columns]
+    chunk = max(1, 50_000_000 // features.size)
+    for start in range(0, len(pending), chunk):
+        rows = pending[start:start + chunk]
+        indices[rows] = np.abs(examples[rows][:, None, columns] - features[None]).max(axis=2).argmin(axis=1)
+        distances[rows] = np.abs(examples[rows] - catalogue[indices[rows]]).max(axis=1)
+    return indices, distances
+
+
+def _record_ids(inputs: np.ndarray, catalogue: np.ndarray) -> np.ndarray:
+    """Each input's record index in the catalogue (unshuffled, unaugmented records), -1 where none matches."""
+    indices, distances = _nearest(inputs.reshape(len(inputs), -1).astype(np.float32), catalogue)
+    return np.where(distances <= IDENTIFY_TOLERANCE, indices, -1)
+
+
+def _stream_positions(record_ids: np.ndarray, file_lengths: list[int], file_order: tuple[int, ...]) -> tuple:
+    """Where each record sits in the read stream when the files are read in file_order."""
+    stream = stream_records(file_lengths, np.array(file_order))
+    position_of = np.empty(len(stream), np.int64)
+    position_of[stream] = np.arange(len(stream))
+    return tuple(position_of[record_ids].tolist())
+
+
+def _layouts(passes: list[np.ndarray], file_lengths: list[int]) -> list[dict[tuple, tuple]]:
+    """Per pass: {stream positions of its records under a file order: that file order}, over all file orders."""
+    import itertools
+    orders = list(itertools.permutations(range(len(file_lengths))))
+    return [{_stream_positions(ids, file_lengths, order): order for order in orders} for ids in passes]
+
+
+def _multi_file_comparisons(framework, fresh, catalogue: np.ndarray, file_lengths: list[int]) -> list[Comparison]:
+    """Records identified by their (unaugmented) values; the passes are explained by file orders if, placed in
+    the stream each pass's file order gives, their records come from the same stream positions in every pass
+    (a train_eval pass: the first positions)."""
+    label = framework.label
+    passes = [_record_ids(framework.run_pass(split)[0], catalogue) for split in RUNNER_PASSES]
+    layouts = _layouts(passes, file_lengths)
+    full_length = max(len(ids) for ids in passes)
+    common = set.intersection(*(set(layout) for ids, layout in zip(passes, layouts) if len(ids) == full_length))
+    # Relabelling the files consistently fits too: keep the stream layouts every pass (train_eval included) fits.
+    common = {c for c in common if all(c[:len(ids)] in layout for ids, layout in zip(passes, layouts))}
+    one_layout = next(iter(common), ())
+    file_orders = {layout[one_layout[:len(ids)]] for ids, layout in zip(passes, layouts) if one_layout}
+    identified = min(ids.min() for ids in passes) >= 0
+    unexplained = 0.0 if common and identified else 1.0
+    comparisons = [Comparison(f"{label}/the same buffer permutation in all {len(passes)} passes "
+                              f"(train and train_eval), only the file order changes", unexplained, unexplained, 0.0,
+                              unexplained == 0, f"{len(file_orders)} different file orders in {len(passes)} passes"
+                              + ("" if identified else "; some records not identified"))]
+    fresh_passes = [_record_ids(fresh.run_pass("train")[0], catalogue) for _ in range(2)]
+    fresh_common = set.intersection(*(set(layout) for layout in _layouts(fresh_passes, file_lengths)))
+    fresh_label = "no graph seed" if label == "original" else "replay_epochs=False"
+    comparisons.append(Comparison(f"{label}/{fresh_label}: the buffer permutation changes", float(bool(
+        fresh_common)), float(bool(fresh_common)), 0.0, not fresh_common, "no file order explains both passes"))
+    return comparisons
+
+
+GENERATED_TRAIN_SIZES = {"quadratic": 1000, "two_d": 10000}
+
+
+def all_train_records(name: str, data_dir: Path, **options) -> list[np.ndarray]:
+    """The port's unshuffled, unaugmented train split as one batch of every record (NHWC, labels as ints)."""
+    count = GENERATED_TRAIN_SIZES.get(name) or sum(fixtures.SIZES[name]["train"])
+    port = get_dataset(name, data_dir, count, shuffle=False, data_augmentation=False, **options)
+    if name == "imagenet":
+        port.decode = tf_decode_jpeg
+    return _port_arrays(next(iter(port.batches("train"))))
+
+
+def record_catalogue(name: str, data_dir: Path) -> np.ndarray:
+    """The port's unshuffled, unaugmented train records, [N, D] float32 (to identify records by value)."""
+    inputs = all_train_records(name, data_dir)[0]
+    return inputs.reshape(len(inputs), -1).astype(np.float32)
+
+
+def check_epochs(name: str, data_dir: Path, port_options: dict | None = None,
+                 reference_options: dict | None = None) -> CheckResult:
+    """Epoch-to-epoch behaviour of each framework, seeded, in the runner's order of passes (see module doc)."""
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    result = CheckResult(name, "pipeline/epochs", "float32")
+    for framework_class, extra in ((_PortFramework, port_options or {}),
+                                   (_ReferenceFramework, reference_options or {})):
+        options = {"seed": EPOCH_SEED} | extra
+        if name in MULTI_FILE:
+            options["data_augmentation"] = False  # records are identified by their values
+        framework = framework_class(name, data_dir, batch_size, options)
+        fresh = framework_class(name, data_dir, batch_size, options | {"replay_epochs": False})
+        if name in MULTI_FILE:
+            result.comparisons += _multi_file_comparisons(framework, fresh, record_catalogue(name, data_dir),
+                                                          fixtures.SIZES[name]["train"])
+        else:
+            result.comparisons += _single_file_comparisons(framework, fresh)
+    if name in MULTI_FILE:
+        result.notes.append("multi-file: checked without augmentation (records identified by value); the draws "
+                            "replay as for single-file sets (same code path)")
+    return result
+
+
+# ---- the original's own pipelines (the unpacked wheel, run by parity/original.py) ----
+
+ORIGINAL_SEED = 42  # the original runner's default random_seed
+
+
+class _OriginalFramework:
+    """The original's data set in a graph seeded as its runner seeds it (seed None: no graph seed)."""
+
+    label = "original"
+
+    def __init__(self, name: str, data_dir: Path, batch_size: int, seed: int | None, augment: bool = False):
+        from parity.original import OriginalSession
+        options = {"data_augmentation": augment} if name in AUGMENTED + ("imagenet",) else {}
+        self.name = name
+        self.session = OriginalSession(name, data_dir, batch_size, seed=seed, **options)
+
+    def run_pass(self, split: str) -> list[np.ndarray]:
+        return _concatenate_batches([_reference_arrays(batch, _is_classification(self.name))
+                                     for batch in self.session.batches(split)])
+
+
+def _examples(arrays: list[np.ndarray]) -> np.ndarray:
+    """One row per example: every array of the batch flattened and concatenated (inputs, then labels)."""
+    return np.concatenate([a.reshape(len(a), -1).astype(np.float32) for a in arrays], axis=1)
+
+
+def check_original_values(name: str, data_dir: Path, port_options: dict | None = None) -> CheckResult:
+    """The original's split values (no augmentation, seeded) against the port's: unshuffled splits batch by
+    batch, shuffled ones record by record (each original example matched to the nearest port record)."""
+    port_options = port_options or {}
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    input_kind = {"imagenet": "imagenet"}.get(name, "standardised" if name in AUGMENTED else "exact")
+    input_tolerance = _tolerance(input_kind)
+    result = CheckResult(name, "pipeline/original-values", "float32")
+    if name == "cifar100":
+        result.notes.append(f"port: {cifar100_reading_note(port_options)}; the original: its own reading")
+    original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
+    port = get_dataset(name, data_dir, batch_size, shuffle=False, data_augmentation=False, **port_options)
+    if name == "imagenet":
+        port.decode = tf_decode_jpeg
+    shuffled_in_original = name != "tolstoi"
+    for split in ("train_eval", "test", "train"):
+        original_arrays = original.run_pass(split)
+        if split == "test" or not shuffled_in_original:
+            port_arrays = [np.concatenate(parts) for parts in zip(*(_port_arrays(b) for b in port.batches(split)))]
+            how = "batch by batch"
+        else:
+            records = all_train_records(name, data_dir, **port_options)
+            match, _ = _nearest(_examples(original_arrays), _examples(records))
+            port_arrays = [array[match] for array in records]
+            how = "each example against the nearest port record"
+            result.comparisons.append(compare(f"{split}/records matched more than once",
+                                              len(match) - len(np.unique(match)), 0, 0.0))
+        result.comparisons.append(compare(f"{split}/num_examples", port.split_size(split), len(original_arrays[0]),
+                                          0.0))
+        for position, (port_array, original_array) in enumerate(zip(port_arrays, original_arrays)):
+            kind = "inputs" if position == 0 else "labels"
+            result.comparisons.append(compare(f"{split}/{kind}", port_array, original_array,
+                                              input_tolerance if position == 0 else 0.0, note=how))
+    original.session.close()
+    return result
+
+
+def check_original_epochs(name: str, data_dir: Path) -> CheckResult:
+    """The same epoch checks as pipeline/epochs, on the original itself (no augmentation: the original maps
+    on 8 threads sharing its random ops, so which record gets which draw varies; see docs/datasets.md)."""
+    batch_size = AUDIT_BATCH_SIZE.get(name, DEFAULT_AUDIT_BATCH_SIZE)
+    result = CheckResult(name, "pipeline/original-epochs", "float32")
+    original = _OriginalFramework(name, data_dir, batch_size, ORIGINAL_SEED)
+    unseeded = _OriginalFramework(name, data_dir, batch_size, None)
+    if name in MULTI_FILE:
+        result.comparisons = _multi_file_comparisons(original, unseeded, record_catalogue(name, data_dir),
+                                                     fixtures.SIZES[name]["train"])
+    else:
+        result.comparisons = [
+            c if "replay_epochs=False" not in c.item else
+            Comparison(c.item.replace("replay_epochs=False", "no graph seed"), c.max_abs, c.max_rel, c.tolerance,
+                       c.passed, c.note)
+            for c in _single_file_comparisons(original, unseeded)]
+    original.session.close()
+    unseeded.session.close()
+    return result
+
+
 def _guarded(name: str, check: str, run: Callable[[], list[CheckResult] | CheckResult]) -> list[CheckResult]:
     try:
         outcome = run()
@@ -294,8 +584,13 @@ def _guarded(name: str, check: str, run: Callable[[], list[CheckResult] | CheckR
     return outcome if isinstance(outcome, list) else [outcome]
 
 
-def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = None) -> list[CheckResult]:
-    """All pipeline checks for `datasets` (default: all), on fixture files written under work_dir."""
+def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = None,
+                    original: bool | None = None) -> list[CheckResult]:
+    """All pipeline checks for `datasets` (default: all), on fixture files written under work_dir. original: also
+    run the original's own pipelines (default: when its wheel is unpacked, see parity/original.py)."""
+    from parity.original import original_available
+    if original is None:
+        original = original_available()
     names = list(datasets) if datasets is not None else DATASETS
     unknown = sorted(set(names) - set(DATASETS))
     if unknown:
@@ -307,10 +602,14 @@ def audit_pipelines(datasets: list[str] | None = None, work_dir: Path | None = N
     for name in names:
         fixtures.write_dataset(name, data_dir)
         results += _guarded(name, "pipeline/decode", lambda: check_splits_and_decode(name, data_dir))
+        results += _guarded(name, "pipeline/epochs", lambda: check_epochs(name, data_dir))
         if name in AUGMENTED or name == "imagenet":
             results += _guarded(name, "pipeline/augment", lambda: check_augment(name, data_dir))
             results += _guarded(name, "pipeline/augment-distribution", lambda: check_augment_distribution(name))
         if name == "imagenet":
             results += _guarded(name, "pipeline/jpeg-decode", check_jpeg_decode)
+        if original:
+            results += _guarded(name, "pipeline/original-values", lambda: check_original_values(name, data_dir))
+            results += _guarded(name, "pipeline/original-epochs", lambda: check_original_epochs(name, data_dir))
     results += _guarded("all", "pipeline/shuffle-distribution", check_shuffle_distribution)
     return results

@@ -124,7 +124,8 @@ def test_prepare_imagenet_from_class_folders_is_read_by_both_pipelines(tmp_path)
 def test_cli_prepare_with_raw_dir_then_check(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "input.txt").write_text(fixtures.tolstoi_text(2, 12000), encoding="utf-8")
+    # 13000 chars: test = 2600 > one batch of 50 x 50 (+1); with fewer the original raises ValueError, as the port
+    (raw / "input.txt").write_text(fixtures.tolstoi_text(2, 13000), encoding="utf-8")
     data = tmp_path / "data"
     prepared = subprocess.run([sys.executable, "-m", "deepobs", "data", "prepare", "tolstoi", "--data-dir", str(data),
                                "--raw-dir", str(raw)], cwd=REPO, capture_output=True, text=True)
@@ -133,4 +134,5 @@ def test_cli_prepare_with_raw_dir_then_check(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "deepobs", "data", "check", "tolstoi", "--data-dir", str(data)],
                              cwd=REPO, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    assert "train: 150 examples in 3 batches; inputs (50, 50) int64" in checked.stdout
+    assert "train: 200 examples in 4 batches; inputs (50, 50) int64" in checked.stdout
+    assert "test: 50 examples in 1 batches" in checked.stdout

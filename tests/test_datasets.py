@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepobs.datasets import DATASETS, DataCorruptError, DataMissingError, get_dataset
+from deepobs.datasets import DATASETS, DataCorruptError, DataMissingError, EmptySplitError, get_dataset
 from deepobs.datasets.image_ops import draw_cifar_augment
 from parity import fixtures
 
@@ -58,12 +58,83 @@ def test_image_splits_drop_the_last_partial_batch(data_dir, name):
 
 
 def test_train_eval_is_the_shuffled_augmented_train_stream(data_dir):
-    dataset = get_dataset("cifar10", data_dir, BATCH, seed=0)
+    dataset = get_dataset("cifar10", data_dir, BATCH)  # no seed: fresh shuffle and draws every pass
     first, second = (next(iter(dataset.batches("train_eval")))[0].numpy() for _ in range(2))
-    assert not np.allclose(first, second)  # a fresh shuffle and fresh draws each time
+    assert not np.allclose(first, second)
     unaugmented = get_dataset("cifar10", data_dir, BATCH, data_augmentation=False, shuffle=False)
     eval_inputs = np.concatenate([x.numpy() for x, _ in unaugmented.batches("train_eval")])
     assert not any(np.allclose(first[0], image, atol=1e-3) for image in eval_inputs)
+
+
+def _pass(dataset, split: str) -> np.ndarray:
+    return np.concatenate([x.numpy() for x, _ in dataset.batches(split)])
+
+
+@pytest.mark.parametrize("name", ["cifar100", "mnist", "quadratic"])
+def test_seeded_single_file_passes_replay_and_train_eval_is_their_start(data_dir, name):
+    dataset = get_dataset(name, data_dir, BATCH, seed=7)
+    train_eval, train, train_eval_again, train_again = (_pass(dataset, split) for split in
+                                                        ("train_eval", "train", "train_eval", "train"))
+    np.testing.assert_array_equal(train_again, train)  # same permutation, same augmentation draws
+    np.testing.assert_array_equal(train_eval_again, train_eval)
+    np.testing.assert_array_equal(train_eval, train[:len(train_eval)])
+    fresh = get_dataset(name, data_dir, BATCH, seed=7, replay_epochs=False)
+    assert not np.array_equal(_pass(fresh, "train"), _pass(fresh, "train"))
+    unseeded = get_dataset(name, data_dir, BATCH)
+    assert not np.array_equal(_pass(unseeded, "train"), _pass(unseeded, "train"))
+
+
+def test_seeded_multi_file_passes_keep_the_buffer_permutation_and_change_the_file_order(data_dir):
+    dataset = get_dataset("cifar10", data_dir, BATCH, seed=7)
+    plans = [dataset._epoch_plan("train") for _ in range(4)]
+    for order, positions, _ in plans[1:]:
+        np.testing.assert_array_equal(positions, plans[0][1])  # where each output comes from in the stream
+    assert len({tuple(order[:20].tolist()) for order, _, _ in plans}) > 1  # the records differ: file order
+
+
+def _raw_cifar100(path: Path) -> np.ndarray:
+    return np.frombuffer(path.read_bytes(), np.uint8).reshape(-1, 3074)
+
+
+@pytest.mark.parametrize("correct, first_byte", [(False, 1), (True, 2)])
+def test_cifar100_image_bytes(data_dir, correct, first_byte):
+    """Default: bytes 1..3072 of each record, as the original (the fine label is red of pixel (0, 0))."""
+    records = _raw_cifar100(data_dir / "cifar-100" / "test.bin")
+    dataset = get_dataset("cifar100", data_dir, BATCH, shuffle=False, correct_image_offset=correct)
+    images, labels = next(iter(dataset.batches("test")))
+    np.testing.assert_array_equal(labels.numpy(), records[:BATCH, 1])
+    for image, record in zip(images.numpy(), records):
+        raw_hwc = record[first_byte:first_byte + 3072].reshape(3, 32, 32).transpose(1, 2, 0).astype(np.float64)
+        # per-image standardisation is affine in the raw values: the right bytes correlate perfectly
+        assert np.corrcoef(image.transpose(1, 2, 0).ravel(), raw_hwc.ravel())[0, 1] > 1 - 1e-9
+    if not correct:
+        assert records[0, 1] == records[0, first_byte]  # the fine label is the image's first red value
+
+
+def test_binary_files_are_found_by_the_original_glob(data_dir, tmp_path):
+    root = _copy_dataset(data_dir, tmp_path, "cifar-10")
+    extra = root / "cifar-10" / "data_batch_6.bin"
+    extra.write_bytes((root / "cifar-10" / "data_batch_1.bin").read_bytes())
+    dataset = get_dataset("cifar10", root, 1, shuffle=False, data_augmentation=False)
+    train_records = fixtures.SIZES["cifar10"]["train"]
+    assert dataset.num_batches("train") == sum(train_records) + train_records[0]  # data_batch_6 is read too
+    extra.unlink()
+    (root / "cifar-10" / "data_batch_3.bin").unlink()
+    with pytest.raises(DataMissingError, match="data_batch_3.bin"):
+        get_dataset("cifar10", root, 1).num_batches("train")
+
+
+def test_tolstoi_batch_too_large_is_an_error_as_in_the_original(data_dir):
+    dataset = get_dataset("tolstoi", data_dir, 500)  # 20011 train chars < 500 * 50
+    with pytest.raises(EmptySplitError, match="no batch in the train split.*original raises ValueError"):
+        dataset.num_batches("train")
+    with pytest.raises(ValueError):
+        dataset.batches("test")
+
+
+def test_a_split_without_a_batch_is_an_error_for_every_data_set(data_dir):
+    with pytest.raises(EmptySplitError, match="cifar10: batch size 400 leaves no batch in the test split"):
+        get_dataset("cifar10", data_dir, 400).batches("test")
 
 
 def test_train_eval_is_capped_at_train_eval_size(data_dir):
@@ -235,7 +306,7 @@ def test_missing_files_name_the_path_and_the_prepare_command(tmp_path, name):
 @pytest.mark.parity
 def test_audit_pipelines_passes_for_every_dataset(tmp_path):
     from parity.pipeline import DATASETS as AUDITED, audit_pipelines
-    results = audit_pipelines(None, tmp_path)
+    results = audit_pipelines(None, tmp_path, original=False)  # the original's checks: test_original_pipelines.py
     assert set(AUDITED) == set(EXPECTED_NAMES)
     assert {r.problem for r in results} >= set(EXPECTED_NAMES)
     failures = [(r.problem, r.check, r.error, r.first_divergence) for r in results if not r.passed]
@@ -243,6 +314,32 @@ def test_audit_pipelines_passes_for_every_dataset(tmp_path):
     checks = {(r.problem, r.check) for r in results}
     for name in ("cifar10", "cifar100", "svhn", "imagenet"):
         assert {(name, "pipeline/augment"), (name, "pipeline/augment-distribution")} <= checks
+
+
+@pytest.mark.parity
+def test_the_other_cifar100_offset_fails_the_decode_check(data_dir):
+    from parity.pipeline import check_splits_and_decode
+    _, default = check_splits_and_decode("cifar100", data_dir)
+    assert default.passed and "bytes 1..3072" in default.notes[0]
+    _, planted = check_splits_and_decode("cifar100", data_dir, port_options={"correct_image_offset": True})
+    assert not planted.passed and planted.first_divergence.item.endswith("/inputs")
+    assert "bytes 2..3073" in planted.notes[0]
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["cifar100", "svhn"])
+def test_fresh_port_epochs_fail_the_epoch_check(data_dir, name):
+    """A port that reshuffles every pass (a plain DataLoader's default) against the seeded original's replay."""
+    from parity.pipeline import check_epochs  # the default passing: test_audit_pipelines_passes_for_every_dataset
+    planted = check_epochs(name, data_dir, port_options={"replay_epochs": False})
+    assert not planted.passed and planted.first_divergence.item.startswith("port/")
+
+
+@pytest.mark.parity
+def test_reference_tolstoi_batch_too_large_raises_value_error(data_dir):
+    from tf_reference.datasets import make_datasets
+    with pytest.raises(ValueError, match="to small"):
+        make_datasets("tolstoi", data_dir, 500)
 
 
 @pytest.mark.parity
@@ -295,6 +392,21 @@ def test_cli_check_corrupt_file_is_one_line_naming_it(data_dir, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert str(root / "cifar-100" / "test.bin") in lines[0]
+
+
+def test_cli_check_tolstoi_batch_too_large_is_one_line(data_dir):
+    result = run_cli("data", "check", "tolstoi", "--data-dir", str(data_dir), "--batch-size", "500")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "batch size 500 leaves no batch" in result.stderr
+
+
+def test_cli_check_says_how_cifar100_is_read(data_dir):
+    default = run_cli("data", "check", "cifar100", "--data-dir", str(data_dir), "--batch-size", "32")
+    corrected = run_cli("data", "check", "cifar100", "--data-dir", str(data_dir), "--batch-size", "32",
+                        "--correct-image-offset")
+    assert "bytes 1..3072 of each record, as the original" in default.stdout
+    assert "bytes 2..3073 of each record (corrected)" in corrected.stdout
 
 
 def test_cli_rejects_unknown_dataset_names():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepobs.datasets.base import DataCorruptError, DataError, DataMissingError, DataSet
+from deepobs.datasets.base import (DataCorruptError, DataError, DataMissingError, DataSet, EmptySplitError)
 from deepobs.datasets.cifar import CIFAR10, CIFAR100, SVHN
 from deepobs.datasets.imagenet import ImageNet
 from deepobs.datasets.mnist import MNIST, FashionMNIST
@@ -26,4 +26,4 @@ def get_dataset(name: str, data_dir: str | Path = DEFAULT_DATA_DIR, batch_size: 
 
 
 __all__ = ["DATASETS", "DEFAULT_DATA_DIR", "DataCorruptError", "DataError", "DataMissingError", "DataSet",
-           "get_dataset"]
+           "EmptySplitError", "get_dataset"]

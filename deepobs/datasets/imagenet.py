@@ -20,7 +20,7 @@ from deepobs.datasets.image_ops import ImagenetDraws, draw_imagenet_augment, ima
 from deepobs.datasets.tfrecord import count_records, parse_example, read_records
 
 NUM_CLASSES = 1001
-FILE_PATTERNS = {"train": "train-*", "test": "validation-*"}
+FILE_PATTERNS = {"train": "train-*", "test": "validation-*"}  # the original's tf.matching_files patterns
 TRAIN_EVAL_SIZE = 50000
 VALID_SIZE = 50000
 
@@ -73,32 +73,37 @@ class ImageNet(DataSet):
             return min(TRAIN_EVAL_SIZE // self.batch_size, self._records_in_split("train") // self.batch_size)
         return self._records_in_split(split) // self.batch_size
 
-    def _records(self, split: str) -> Iterator[tuple[bytes, int, Path]]:
+    def _records(self, split: str, augment: bool) -> Iterator[tuple[bytes, int, Path, ImagenetDraws | None]]:
+        """Records in output order, each with its augmentation draws. The draws are made in read order,
+        before the shuffle buffer, as the original's map (which draws) runs before its shuffle."""
         paths = self.files("test" if split == "test" else "train")
         train_like = split in ("train", "train_eval")
+        shuffle_rng, augment_rng = self.epoch_rngs() if train_like else (self.rng, self.rng)
         if train_like and self.shuffle:
-            paths = [paths[i] for i in self.rng.permutation(len(paths))]  # tf.random_shuffle(filenames)
+            paths = [paths[i] for i in self.file_order(len(paths))]  # tf.random_shuffle(filenames)
         records = ((record, path) for path in paths for record in read_records(path))
         if self.valid_split and split != "test":
             # v1.2 valid = the first 50k train records; here in sorted file order (see docs/datasets.md).
             records = (item for index, item in enumerate(records) if (index < VALID_SIZE) == (split == "valid"))
+        with_draws = ((record, path, self.draw_augment(augment_rng) if augment else None)
+                      for record, path in records)
         if train_like and self.shuffle:
-            records = buffer_shuffle(records, 20000, self.rng)
-        for record, path in records:
-            yield *parse_record(record, path), path
+            with_draws = buffer_shuffle(with_draws, 20000, shuffle_rng)
+        for record, path, draws in with_draws:
+            yield *parse_record(record, path), path, draws
 
     def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         augment = self.data_augmentation and split in ("train", "train_eval")
         num_batches = self._num_batches(split)
-        records = self._records(split)
+        records = self._records(split, augment)
         for _ in range(num_batches):
             images, labels = [], []
-            for _, (jpeg, label, path) in zip(range(self.batch_size), records):
+            for _, (jpeg, label, path, draws) in zip(range(self.batch_size), records):
                 try:
                     image = self.decode(jpeg)
                 except (UnidentifiedImageError, OSError, ValueError) as error:
                     raise DataCorruptError(path, f"undecodable JPEG ({error})") from None
-                images.append(imagenet_preprocess(image, self.draw_augment(self.rng) if augment else None))
+                images.append(imagenet_preprocess(image, draws))
                 labels.append(label)
             yield (torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))),
                    torch.tensor(labels, dtype=torch.int64))

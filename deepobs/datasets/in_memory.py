@@ -14,7 +14,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 import torch
 
-from deepobs.datasets.base import DataSet, batch_slices, nhwc_to_nchw, shuffled_order
+from deepobs.datasets.base import DataSet, batch_slices, buffer_permutation, nhwc_to_nchw, stream_records
 from deepobs.datasets.image_ops import AugmentDraws
 
 
@@ -38,8 +38,9 @@ class InMemoryImageDataSet(DataSet):
     def read_source(self, source: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """'train' | 'test' -> (images uint8 NHWC, labels int64, records per file)."""
 
-    def batch_draws(self, record_indices: np.ndarray, augment: bool) -> AugmentDraws | None:
-        """The random parameters of one batch, drawn in the calling thread (reproducible order)."""
+    def epoch_draws(self, count: int, rng: np.random.Generator) -> AugmentDraws | None:
+        """The random parameters of one pass: one row per position of the record stream, in read order
+        (the original's map, which draws, runs before its shuffle buffer). None: no augmentation."""
         return None
 
     @abc.abstractmethod
@@ -70,27 +71,46 @@ class InMemoryImageDataSet(DataSet):
         return batches
 
     def _epoch_order(self, split: str) -> np.ndarray:
+        return self._epoch_plan(split)[0]
+
+    def _epoch_plan(self, split: str) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """(record indices in output order, their positions in the read stream, the augmentation rng)."""
         _, indices, file_lengths = self._split_records("train" if split == "train_eval" else split)
-        if split in ("train", "train_eval") and self.shuffle:
-            return indices[shuffled_order(file_lengths, self.rng, self.shuffle_files)]
-        return indices
+        if split not in ("train", "train_eval"):
+            return indices, np.arange(len(indices)), self.rng
+        shuffle_rng, augment_rng = self.epoch_rngs()
+        if not self.shuffle:
+            return indices, np.arange(len(indices)), augment_rng
+        file_order = self.file_order(len(file_lengths)) if self.shuffle_files else None
+        stream = stream_records(file_lengths, file_order)
+        positions = buffer_permutation(len(stream), shuffle_rng)
+        return indices[stream[positions]], positions, augment_rng
 
     def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches are preprocessed on `num_workers` threads, PREFETCH ahead (NumPy releases the GIL),
         as the original maps on parallel threads and prefetches 4 batches."""
         source, _, _ = self._split_records(split if split != "train_eval" else "train")
         images, labels, _ = self._source(source)
-        order = self._epoch_order(split)
+        order, positions, augment_rng = self._epoch_plan(split)
         augment = self.data_augmentation and split in ("train", "train_eval")
+        if not augment:
+            draws = None
+        elif self.augment_draws is not None:
+            draws = self.augment_draws.take(order)  # injected: one row per record in file order
+        else:
+            draws = self.epoch_draws(len(order), augment_rng)
+            draws = draws.take(positions) if draws is not None else None
 
-        def make_batch(records: np.ndarray, draws: AugmentDraws | None):
-            return nhwc_to_nchw(self.preprocess(images[records], draws)), torch.from_numpy(labels[records])
+        def make_batch(batch: slice):
+            records = order[batch]
+            batch_draws = draws.take(batch) if draws is not None else None
+            return (nhwc_to_nchw(self.preprocess(images[records], batch_draws)),
+                    torch.from_numpy(labels[records]))
 
         with ThreadPoolExecutor(self.num_workers) as pool:
             pending: deque = deque()
             for batch in batch_slices(len(order), self.batch_size)[:self._num_batches(split)]:
-                records = order[batch]
-                pending.append(pool.submit(make_batch, records, self.batch_draws(records, augment)))
+                pending.append(pool.submit(make_batch, batch))
                 if len(pending) > PREFETCH:
                     yield pending.popleft().result()
             while pending:

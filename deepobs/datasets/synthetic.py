@@ -10,7 +10,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 import torch
 
-from deepobs.datasets.base import DataSet, batch_slices, shuffled_order
+from deepobs.datasets.base import DataSet, batch_slices, buffer_permutation
 
 
 def quadratic_points(seed: int, size: int = 1000, dim: int = 100, noise_level: float = 0.6) -> np.ndarray:
@@ -43,7 +43,7 @@ class GeneratedDataSet(DataSet):
         arrays = self.split_arrays(source)
         order = np.arange(len(arrays[0]))
         if source == "train" and self.shuffle:
-            order = shuffled_order([len(order)], self.rng, shuffle_files=False)
+            order = buffer_permutation(len(order), self.epoch_rngs()[0])
         for batch in batch_slices(len(order), self.batch_size)[:self._num_batches(split)]:
             records = order[batch]
             tensors = tuple(torch.from_numpy(array[records]) for array in arrays)

@@ -76,6 +76,11 @@ class Tolstoi(DataSet):
     def _num_batches(self, split: str) -> int:
         return len(self._stream(split)[0])
 
+    def _empty_split_detail(self, split: str) -> str:
+        source = "train" if split == "train_eval" else split
+        return (f"{self.split_chars(source).size} characters, sequence length {self.seq_length}; the original "
+                f"raises ValueError when it builds this data set")
+
     def _batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in zip(*self._stream(split)):
             yield torch.from_numpy(x), torch.from_numpy(y)

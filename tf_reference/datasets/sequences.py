@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from tf_reference._tf import tf
+from tf_reference.datasets.epochs import EpochSeeds
 
 TOLSTOI_TEST_CHARS = 653237
 
@@ -14,11 +15,10 @@ def _char_batches(arr: np.ndarray, batch_size: int, seq_length: int) -> tf.data.
     num_batches = int(np.floor((np.size(arr) - 1) / (batch_size * seq_length)))
     chars = tf.constant(arr)
     used = num_batches * batch_size * seq_length
+    if num_batches == 0:
+        raise ValueError("This dataset is to small to use with this batch size and sequence length.")
     x = tf.reshape(chars[:used], [batch_size, -1])
     y = tf.reshape(chars[1:used + 1], [batch_size, -1])
-    if num_batches == 0:
-        empty = tf.zeros([0, batch_size, seq_length], chars.dtype)
-        return tf.data.Dataset.from_tensor_slices((empty, empty))
     return tf.data.Dataset.from_tensor_slices((tf.stack(tf.split(x, num_batches, axis=1)),
                                                tf.stack(tf.split(y, num_batches, axis=1)))).prefetch(4)
 
@@ -39,30 +39,33 @@ def tolstoi_datasets(data_dir: str, batch_size: int, seq_length: int = 50, valid
     return splits
 
 
-def _batched(data, batch_size, shuffle):
+def _batched(data, batch_size, shuffle, seeds: EpochSeeds | None = None):
     if shuffle:
-        data = data.shuffle(buffer_size=20000)
+        data = (seeds or EpochSeeds(None)).shuffle(data, 20000)
     return data.batch(batch_size, drop_remainder=True).prefetch(4)
 
 
-def quadratic_datasets(data_dir: str, batch_size: int, shuffle: bool = True, **_) -> dict[str, tf.data.Dataset]:
-    def points(seed):
-        return np.float32(np.random.RandomState(seed).normal(0.0, 0.6, (1000, 100)))
+def quadratic_datasets(data_dir: str, batch_size: int, shuffle: bool = True, seed: int | None = None,
+                       replay_epochs: bool = True, **_) -> dict[str, tf.data.Dataset]:
+    def points(numpy_seed):
+        return np.float32(np.random.RandomState(numpy_seed).normal(0.0, 0.6, (1000, 100)))
 
-    train = _batched(tf.data.Dataset.from_tensor_slices(points(42)), batch_size, shuffle)
+    train = _batched(tf.data.Dataset.from_tensor_slices(points(42)), batch_size, shuffle,
+                     EpochSeeds(seed, replay_epochs))
     return {"train": train, "train_eval": train.take(-1),
             "test": _batched(tf.data.Dataset.from_tensor_slices(points(43)), batch_size, False)}
 
 
 def two_d_datasets(data_dir: str, batch_size: int, shuffle: bool = True, valid_split: bool = False,
-                   **_) -> dict[str, tf.data.Dataset]:
-    def points(seed):
-        rng = np.random.RandomState(seed)
+                   seed: int | None = None, replay_epochs: bool = True, **_) -> dict[str, tf.data.Dataset]:
+    def points(numpy_seed):
+        rng = np.random.RandomState(numpy_seed)
         x = rng.normal(0.0, 1.0, 10000)
         y = rng.normal(0.0, 1.0, 10000)
         return np.float32(x), np.float32(y)
 
-    train = _batched(tf.data.Dataset.from_tensor_slices(points(42)), batch_size, shuffle)
+    train = _batched(tf.data.Dataset.from_tensor_slices(points(42)), batch_size, shuffle,
+                     EpochSeeds(seed, replay_epochs))
     zeros = np.zeros(10000, np.float32)
     splits = {"train": train, "train_eval": train.take(10000 // batch_size)}
     if valid_split:
