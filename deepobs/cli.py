@@ -1,4 +1,5 @@
-"""Command line: `python -m deepobs data check|prepare NAME --data-dir DIR`."""
+"""Command line: `python -m deepobs run PROBLEM --optimizer PATH --lr LR ...`, `plot RESULTS --out DIR`,
+`grid SPEC`, and `data check|prepare NAME --data-dir DIR`."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,9 @@ from deepobs.datasets import DATASETS, DEFAULT_DATA_DIR, DataError, get_dataset
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deepobs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train one problem with one optimizer setting, write a result file",
+                              add_help=False)
+    run.add_argument("arguments", nargs=argparse.REMAINDER, help="see: python -m deepobs run --help")
     data = commands.add_parser("data", help="data sets: check or prepare the data folder")
     actions = data.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="read every split once: sizes, one batch's shape, label range")
@@ -48,6 +52,10 @@ def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:
+        from deepobs.run_cli import main as run_main
+        return run_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.action == "check":

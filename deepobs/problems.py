@@ -30,6 +30,7 @@ class Problem:
     input_shape: tuple[int, ...]  # one example, PyTorch layout (C, H, W)
     weight_decay: float  # coefficient of the original's l2_regularizer; 0.0 where it has none
     batch_size: int | None  # the original's default (deepobs/config.py), None where it has none
+    num_epochs: int | None = None  # likewise: DEFAULT_TEST_PROBLEMS_SETTINGS, None where it has none
 
     def model(self, dtype: torch.dtype = torch.float32) -> nn.Module:
         return self.build_model().to(dtype)
@@ -39,23 +40,34 @@ class Problem:
         data_loss = losses.softmax_cross_entropy(logits, labels).mean()
         return data_loss, losses.l2_regularizer(model.l2_parameters(), self.weight_decay)
 
+    def batch_loss_and_accuracy(self, model: nn.Module, batch, weight_decay: float | None = None):
+        """The runner's contract for one batch: (objective, accuracy or None), the objective being
+        mean loss + regularizer as the original's runner minimises and logs it. `weight_decay`
+        replaces the problem's L2 coefficient (the runner's --wd)."""
+        inputs, labels = batch
+        logits = model(inputs)
+        data_loss = losses.softmax_cross_entropy(logits, labels).mean()
+        coefficient = self.weight_decay if weight_decay is None else weight_decay
+        regularizer = losses.l2_regularizer(model.l2_parameters(), coefficient)
+        return data_loss + regularizer, losses.accuracy(logits, labels)
+
 
 MNIST_SHAPE = (1, 28, 28)
 IMAGE32_SHAPE = (3, 32, 32)
 
 _PROBLEMS = (
-    Problem("mnist_logreg", "mnist", lambda: LogReg(10), 10, MNIST_SHAPE, 0.0, 128),
-    Problem("mnist_mlp", "mnist", lambda: MLP(10), 10, MNIST_SHAPE, 0.0, 128),
-    Problem("mnist_2c2d", "mnist", lambda: TwoC2D(10), 10, MNIST_SHAPE, 0.0, 128),
+    Problem("mnist_logreg", "mnist", lambda: LogReg(10), 10, MNIST_SHAPE, 0.0, 128, 50),
+    Problem("mnist_mlp", "mnist", lambda: MLP(10), 10, MNIST_SHAPE, 0.0, 128, 100),
+    Problem("mnist_2c2d", "mnist", lambda: TwoC2D(10), 10, MNIST_SHAPE, 0.0, 128, 100),
     Problem("fmnist_logreg", "fmnist", lambda: LogReg(10), 10, MNIST_SHAPE, 0.0, None),
     # The original's fmnist_mlp builds the MNIST data set (a bug); the port loads Fashion-MNIST.
-    Problem("fmnist_mlp", "fmnist", lambda: MLP(10), 10, MNIST_SHAPE, 0.0, 128),
-    Problem("fmnist_2c2d", "fmnist", lambda: TwoC2D(10), 10, MNIST_SHAPE, 0.0, 128),
-    Problem("cifar10_3c3d", "cifar10", lambda: ThreeC3D(10), 10, IMAGE32_SHAPE, 0.002, 128),
+    Problem("fmnist_mlp", "fmnist", lambda: MLP(10), 10, MNIST_SHAPE, 0.0, 128, 100),
+    Problem("fmnist_2c2d", "fmnist", lambda: TwoC2D(10), 10, MNIST_SHAPE, 0.0, 128, 100),
+    Problem("cifar10_3c3d", "cifar10", lambda: ThreeC3D(10), 10, IMAGE32_SHAPE, 0.002, 128, 100),
     Problem("cifar100_3c3d", "cifar100", lambda: ThreeC3D(100), 100, IMAGE32_SHAPE, 0.002, None),
     Problem("svhn_3c3d", "svhn", lambda: ThreeC3D(10), 10, IMAGE32_SHAPE, 0.002, None),
-    Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), 100, IMAGE32_SHAPE, 5e-4, 256),
-    Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), 10, IMAGE32_SHAPE, 5e-4, 128),
+    Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), 100, IMAGE32_SHAPE, 5e-4, 256, 350),
+    Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), 10, IMAGE32_SHAPE, 5e-4, 128, 160),
 )
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in _PROBLEMS}
