@@ -15,6 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train one problem with one optimizer setting, write a result file",
                               add_help=False)
     run.add_argument("arguments", nargs=argparse.REMAINDER, help="see: python -m deepobs run --help")
+    plot = commands.add_parser("plot", help="curves, learning-rate sensitivity and a table from a results folder")
+    plot.add_argument("results", type=Path, help="the runner's --output-dir")
+    plot.add_argument("--out", type=Path, required=True, help="folder for the PNG/PDF figures and the tables")
+    plot.add_argument("--mode", choices=("final", "best", "most"), default="final",
+                      help="which setting of each optimizer to show: best final value, best value, most seeds")
     data = commands.add_parser("data", help="data sets: check or prepare the data folder")
     actions = data.add_subparsers(dest="action", required=True)
     check = actions.add_parser("check", help="read every split once: sizes, one batch's shape, label range")
@@ -51,12 +56,27 @@ def check_data(name: str, data_dir: Path, batch_size: int | None, valid: bool) -
     print("\n".join(lines))
 
 
+def plot_command(results_dir: Path, out_dir: Path, mode: str) -> int:
+    from deepobs.analysis import AnalysisError, read_results
+    from deepobs.plot import PlotError, plot_results
+
+    try:
+        written = plot_results(read_results(results_dir), out_dir, mode)
+    except (AnalysisError, PlotError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {out_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:
         from deepobs.run_cli import main as run_main
         return run_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "plot":
+        return plot_command(args.results, args.out, args.mode)
     try:
         if args.action == "check":
             check_data(args.name, args.data_dir, args.batch_size, args.valid)

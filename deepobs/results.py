@@ -110,3 +110,16 @@ def write_result(setting_dir: Path, random_seed: int, output: dict, overwrite: b
 def load_result(path: Path) -> dict:
     with open(path) as stream:
         return json.load(stream)
+
+
+def atomic_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (reports, tables: files that are meant to be rewritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -244,3 +244,46 @@ def test_progress_bar_is_quiet_when_not_a_terminal(data_dir, capsys):
     run(RunSettings("mnist_logreg", "torch.optim.SGD", 0.1, batch_size=64, num_epochs=1, data_dir=data_dir,
                     no_logs=True), log=lambda _: None)
     assert "epoch 1/1" not in capsys.readouterr().err
+
+
+# --- python -m deepobs plot --------------------------------------------------------------------------------
+
+def test_plot_renders_our_results(cifar_results, tmp_path, capsys):
+    assert main(["plot", str(cifar_results), "--out", str(tmp_path)]) == 0
+    for stem in ("cifar10_3c3d_curves", "cifar10_3c3d_lr_sensitivity"):
+        assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    table = (tmp_path / "performance.md").read_text()
+    assert "| cifar10_3c3d | SGD | test_accuracies |" in table and "| 2 | 1 |" in table  # 2 seeds, 1 setting
+
+
+def write_run(root: Path, optimizer: str, lr: float, seed: int, test_accuracies: list[float]) -> None:
+    setting = root / "mnist_mlp" / optimizer / f"num_epochs__2__batch_size__128__lr__{float2str(lr)}"
+    setting.mkdir(parents=True, exist_ok=True)
+    n = len(test_accuracies)
+    (setting / f"random_seed__{seed}__2020-01-01-00-00-00.json").write_text(json.dumps({
+        "testproblem": "mnist_mlp", "num_epochs": n - 1, "batch_size": 128, "learning_rate": lr, "hyperparams": {},
+        "train_losses": [1.0] * n, "test_losses": [1.0] * n, "train_accuracies": [0.5] * n,
+        "test_accuracies": test_accuracies, "minibatch_train_losses": [1.0]}))
+
+
+def test_plot_table_aggregates_seeds_and_picks_by_mode(tmp_path):
+    from deepobs.analysis import read_results, table_rows
+
+    write_run(tmp_path, "SGD", 0.1, 1, [0.1, 0.9, 0.5])
+    write_run(tmp_path, "SGD", 0.1, 2, [0.1, 0.7, 0.7])  # lr 0.1: mean [0.1, 0.8, 0.6]
+    write_run(tmp_path, "SGD", 0.01, 1, [0.1, 0.5, 0.65])  # lr 0.01: final 0.65, best 0.65
+    settings = read_results(tmp_path)
+    [final] = table_rows(settings, "final")
+    assert final["learning_rate"] == 0.01 and final["final_mean"] == pytest.approx(0.65)
+    [best] = table_rows(settings, "best")
+    assert best["learning_rate"] == 0.1 and best["best_mean"] == pytest.approx(0.8)
+    assert best["final_mean"] == pytest.approx(0.6) and best["final_std"] == pytest.approx(0.1)
+    [most] = table_rows(settings, "most")
+    assert most["seeds"] == 2
+
+
+def test_plot_of_an_empty_folder_is_one_line(tmp_path, capsys):
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no result files" in err
