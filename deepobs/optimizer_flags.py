@@ -145,3 +145,25 @@ def step_needs_closure(optimizer_class: type[torch.optim.Optimizer]) -> bool:
     """LBFGS-style optimizers whose step() requires a closure that re-evaluates the loss."""
     closure = inspect.signature(optimizer_class.step).parameters.get("closure")
     return closure is not None and closure.default is REQUIRED
+
+
+def complete_hyperparams(optimizer_class: type[torch.optim.Optimizer], given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter with its default, `given` values typed as the flags would type them
+    (so a grid's setting lands in the same folder as the same setting run from the command line)."""
+    specs = {spec.name: spec for spec in hyperparameters(optimizer_class)}
+    if unknown := sorted(set(given) - set(specs)):
+        raise OptimizerError(f"{optimizer_class.__name__} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                             f"it has: {', '.join(specs)}")
+    values = {}
+    for name, spec in specs.items():
+        value = given.get(name, spec.typed_default())
+        if value is REQUIRED:
+            raise OptimizerError(f"{optimizer_class.__name__} needs a value for {name!r}")
+        if value is not None and spec.length is not None:
+            value = [spec.kind(item) for item in value]
+        elif value is not None and not (spec.kind is bool and not isinstance(value, bool)):
+            value = spec.kind(value)
+        elif spec.kind is bool and value is not None:
+            raise OptimizerError(f"{optimizer_class.__name__}: {name} must be true or false, got {value!r}")
+        values[name] = list(value) if isinstance(value, tuple) else value
+    return values
