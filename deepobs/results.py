@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def write_result(setting_dir: Path, random_seed: int, output: dict, overwrite: b
         while True:
             target = setting_dir / result_file_name(random_seed, timestamp)
             try:
-                os.link(temporary, target)  # fails if target exists: no silent overwrite, even between processes
+                _publish(temporary, target)
                 break
             except FileExistsError:
                 if not overwrite:
@@ -105,6 +106,20 @@ def write_result(setting_dir: Path, random_seed: int, output: dict, overwrite: b
         if old != target:
             old.unlink(missing_ok=True)
     return target
+
+
+def _publish(temporary: str, target: Path) -> None:
+    """Give the complete file its final name, failing with FileExistsError if the name is taken (also
+    between processes): a hard link; where the file system has none, an exclusive create reserves the
+    name and a rename fills it in one step."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        shutil.copyfile(temporary, f"{temporary}.publish")
+        os.replace(f"{temporary}.publish", target)
 
 
 def load_result(path: Path) -> dict:

@@ -287,3 +287,15 @@ def test_plot_of_an_empty_folder_is_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no result files" in err
+
+
+def test_write_result_is_exclusive_with_and_without_hard_links(tmp_path, monkeypatch):
+    from deepobs.results import ResultExistsError, load_result, write_result
+
+    first = write_result(tmp_path, 3, {"run": 1})
+    with pytest.raises(ResultExistsError):
+        write_result(tmp_path, 3, {"run": 2})
+    monkeypatch.setattr(os, "link", lambda *args: (_ for _ in ()).throw(PermissionError("no hard links here")))
+    second = write_result(tmp_path, 4, {"run": 3})
+    assert load_result(first) == {"run": 1} and load_result(second) == {"run": 3}
+    assert sorted(p.name.split("__")[1] for p in tmp_path.iterdir()) == ["3", "4"]  # no temporaries left
