@@ -91,4 +91,7 @@ def main(argv: list[str]) -> int:
     except (RunError, OptimizerError, UnknownProblemError, ResultExistsError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: no result written", file=sys.stderr)
+        return 130
     return 0 if outcome.output is not None or outcome.skipped else 1
