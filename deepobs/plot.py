@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 
 from deepobs.analysis import CURVES, Setting, by_problem, pick, table_rows
@@ -33,18 +31,13 @@ def _pyplot():
 
 
 def _save(figure, out_dir: Path, stem: str) -> list[Path]:
+    from deepobs.files import atomic_output
+
     written = []
     for extension in FORMATS:
-        target = out_dir / f"{stem}.{extension}"
-        handle, temporary = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.", suffix=f".{extension}")
-        os.close(handle)
-        try:
+        with atomic_output(out_dir / f"{stem}.{extension}") as temporary:
             figure.savefig(temporary, format=extension, bbox_inches="tight")
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        written.append(target)
+        written.append(out_dir / f"{stem}.{extension}")
     return written
 
 
@@ -109,7 +102,7 @@ def table_csv(rows: list[dict]) -> str:
 
 
 def plot_results(settings: list[Setting], out_dir: Path, mode: str = "final") -> list[Path]:
-    from deepobs.results import atomic_text
+    from deepobs.files import atomic_write_text
 
     plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +114,6 @@ def plot_results(settings: list[Setting], out_dir: Path, mode: str = "final") ->
             plt.close(figure)
     rows = table_rows(settings, mode)
     for name, text in (("performance.md", table_markdown(rows, mode)), ("performance.csv", table_csv(rows))):
-        atomic_text(out_dir / name, text)
+        atomic_write_text(out_dir / name, text)
         written.append(out_dir / name)
     return written

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from deepobs.files import _umask
+
 
 class ResultExistsError(FileExistsError):
     def __str__(self) -> str:
@@ -90,6 +92,7 @@ def write_result(setting_dir: Path, random_seed: int, output: dict, overwrite: b
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         timestamp = time.time()
         while True:
             target = setting_dir / result_file_name(random_seed, timestamp)
@@ -126,15 +129,3 @@ def load_result(path: Path) -> dict:
     with open(path) as stream:
         return json.load(stream)
 
-
-def atomic_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step (reports, tables: files that are meant to be rewritten)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

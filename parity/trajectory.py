@@ -230,13 +230,16 @@ def plot(result: TrajectoryResult, path: Path) -> Path | None:
         axis.set_xlabel("step")
         axis.legend(fontsize="small")
     figure.suptitle(result.summary(), fontsize="small")
-    figure.savefig(path)
+    from deepobs.files import atomic_output
+
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png")
     plt.close(figure)
     return path
 
 
 def write_report(results: list[TrajectoryResult], report_dir: Path) -> list[Path]:
-    from parity.report import atomic_write
+    from deepobs.files import atomic_write_text
 
     report_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -255,7 +258,7 @@ def write_report(results: list[TrajectoryResult], report_dir: Path) -> list[Path
                      f"{'pass' if result.passed else 'FAIL'} | {result.margin():.2f}x | "
                      f"{'' if exit_ is None else f'{exit_[0]} ({exit_[1]})'} | {result.seconds:.0f} | "
                      f"{f'![]({figure.name})' if figure else 'matplotlib missing'} |")
-    atomic_write(report_dir / "trajectory-report.md", "\n".join(lines) + "\n")
-    atomic_write(report_dir / "trajectory-report.json",
+    atomic_write_text(report_dir / "trajectory-report.md", "\n".join(lines) + "\n")
+    atomic_write_text(report_dir / "trajectory-report.json",
                  json.dumps([asdict(r) | {"passed": r.passed} for r in results], indent=1))
     return written + [report_dir / "trajectory-report.md", report_dir / "trajectory-report.json"]

@@ -162,6 +162,8 @@ def test_result_file_layout_and_keys(cifar_results):
     assert output["optimizer_name"] == "SGD" and output["optimizer_hyperparams"]["lr"] == 0.01
     assert output["training_params"] == {"lr_sched_epochs": None, "lr_sched_factors": None}
     assert not [p for p in setting.iterdir() if not p.name.endswith(".json")]  # no temporary left
+    from deepobs.files import _umask
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~_umask()  # as open(path, "w") would make it
 
 
 @pytest.mark.skipif(ORIGINAL is None, reason="the original deepobs 1.1.2 wheel is absent "
