@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from deepobs import results
-from deepobs.datasets import DEFAULT_DATA_DIR, get_dataset
+from deepobs.datasets import DEFAULT_DATA_DIR, DataError, get_dataset
 from deepobs.optimizer_flags import import_optimizer, step_needs_closure
 from deepobs.problems import Problem, get_problem
 
@@ -170,8 +170,13 @@ def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
     optimizer_class = import_optimizer(settings.optimizer)
     device = pick_device(settings.device)
     seed_everything(settings.random_seed)
-    dataset = get_dataset(problem.dataset, settings.data_dir, settings.batch_size, valid_split=settings.valid_split,
-                          seed=settings.random_seed)
+    try:
+        dataset = get_dataset(problem.dataset, settings.data_dir, settings.batch_size,
+                              valid_split=settings.valid_split, seed=settings.random_seed)
+    except ValueError as error:  # DataError (missing or corrupt files) passes through with its own message
+        if isinstance(error, DataError):
+            raise
+        raise RunError(str(error)) from None
     model = problem.model().to(device)
     hyperparams = {name: tuple(value) if isinstance(value, list) else value
                    for name, value in settings.hyperparams.items()}

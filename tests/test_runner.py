@@ -242,6 +242,13 @@ def test_valid_split_adds_valid_metrics(data_dir, monkeypatch):
     assert output["deepobs_torch"]["valid_split"] is True
 
 
+def test_valid_split_where_the_data_set_has_none_is_one_line(data_dir, capsys, tmp_path):
+    assert main(["run", "cifar10_3c3d", "--optimizer", "torch.optim.SGD", "--lr", "0.1", "--valid-split",
+                 "--data-dir", str(data_dir), "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no valid split" in err
+
+
 def test_progress_bar_is_quiet_when_not_a_terminal(data_dir, capsys):
     run(RunSettings("mnist_logreg", "torch.optim.SGD", 0.1, batch_size=64, num_epochs=1, data_dir=data_dir,
                     no_logs=True), log=lambda _: None)
