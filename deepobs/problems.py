@@ -86,6 +86,7 @@ class Problem:
     num_outputs: int | None  # classes (classification), vocabulary (char_rnn), None otherwise
     weight_decay: float  # coefficient of the original's l2_regularizer; 0.0 where it has none
     batch_size: int | None  # the original's default (deepobs/config.py), None where it has none
+    num_epochs: int | None = None  # likewise: DEFAULT_TEST_PROBLEMS_SETTINGS, None where it has none
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -107,6 +108,17 @@ class Problem:
     def accuracy(self, outputs, targets) -> torch.Tensor | None:
         return None if self.family.accuracy is None else self.family.accuracy(outputs, targets)
 
+    def batch_loss_and_accuracy(self, model: nn.Module, batch, weight_decay: float | None = None):
+        """The runner's contract for one data set batch: (objective, accuracy or None), the objective
+        being mean loss + regularizer as the original's runner minimises and logs it. `weight_decay`
+        replaces the problem's L2 coefficient (the runner's --wd)."""
+        inputs, targets = self.family.split_batch(batch)
+        outputs = model(*inputs)
+        data_loss = self.family.losses(outputs, targets).mean()
+        coefficient = self.weight_decay if weight_decay is None else weight_decay
+        regularizer = losses.l2_regularizer(model.l2_parameters(), coefficient)
+        return data_loss + regularizer, self.accuracy(outputs, targets)
+
 
 MNIST_SHAPE = (1, 28, 28)
 IMAGE32_SHAPE = (3, 32, 32)
@@ -114,23 +126,23 @@ MNIST = classification(MNIST_SHAPE)
 IMAGE32 = classification(IMAGE32_SHAPE)
 
 _PROBLEMS = (
-    Problem("mnist_logreg", "mnist", lambda: LogReg(10), MNIST, 10, 0.0, 128),
-    Problem("mnist_mlp", "mnist", lambda: MLP(10), MNIST, 10, 0.0, 128),
-    Problem("mnist_2c2d", "mnist", lambda: TwoC2D(10), MNIST, 10, 0.0, 128),
-    Problem("mnist_vae", "mnist", VAE, VAE_FAMILY, None, 0.0, 64),
+    Problem("mnist_logreg", "mnist", lambda: LogReg(10), MNIST, 10, 0.0, 128, 50),
+    Problem("mnist_mlp", "mnist", lambda: MLP(10), MNIST, 10, 0.0, 128, 100),
+    Problem("mnist_2c2d", "mnist", lambda: TwoC2D(10), MNIST, 10, 0.0, 128, 100),
+    Problem("mnist_vae", "mnist", VAE, VAE_FAMILY, None, 0.0, 64, 50),
     Problem("fmnist_logreg", "fmnist", lambda: LogReg(10), MNIST, 10, 0.0, None),
     # The original's fmnist_mlp builds the MNIST data set (a bug); the port loads Fashion-MNIST.
-    Problem("fmnist_mlp", "fmnist", lambda: MLP(10), MNIST, 10, 0.0, 128),
-    Problem("fmnist_2c2d", "fmnist", lambda: TwoC2D(10), MNIST, 10, 0.0, 128),
-    Problem("fmnist_vae", "fmnist", VAE, VAE_FAMILY, None, 0.0, 64),
-    Problem("cifar10_3c3d", "cifar10", lambda: ThreeC3D(10), IMAGE32, 10, 0.002, 128),
+    Problem("fmnist_mlp", "fmnist", lambda: MLP(10), MNIST, 10, 0.0, 128, 100),
+    Problem("fmnist_2c2d", "fmnist", lambda: TwoC2D(10), MNIST, 10, 0.0, 128, 100),
+    Problem("fmnist_vae", "fmnist", VAE, VAE_FAMILY, None, 0.0, 64, 100),
+    Problem("cifar10_3c3d", "cifar10", lambda: ThreeC3D(10), IMAGE32, 10, 0.002, 128, 100),
     Problem("cifar100_3c3d", "cifar100", lambda: ThreeC3D(100), IMAGE32, 100, 0.002, None),
     Problem("svhn_3c3d", "svhn", lambda: ThreeC3D(10), IMAGE32, 10, 0.002, None),
-    Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), IMAGE32, 100, 5e-4, 256),
-    Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), IMAGE32, 10, 5e-4, 128),
-    Problem("tolstoi_char_rnn", "tolstoi", CharRNN, CHAR_RNN_FAMILY, VOCAB_SIZE, 0.0, 50),
+    Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), IMAGE32, 100, 5e-4, 256, 350),
+    Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), IMAGE32, 10, 5e-4, 128, 160),
+    Problem("tolstoi_char_rnn", "tolstoi", CharRNN, CHAR_RNN_FAMILY, VOCAB_SIZE, 0.0, 50, 200),
     # Instance 0 of the original's module-level RandomState(42) stream (see deepobs.models.quadratic).
-    Problem("quadratic_deep", "quadratic", lambda: Quadratic(deep_hessian(0)), QUADRATIC_FAMILY, None, 0.0, 128),
+    Problem("quadratic_deep", "quadratic", lambda: Quadratic(deep_hessian(0)), QUADRATIC_FAMILY, None, 0.0, 128, 100),
     Problem("two_d_rosenbrock", "two_d", lambda: TwoD("rosenbrock"), TWO_D_FAMILY, None, 0.0, None),
     Problem("two_d_beale", "two_d", lambda: TwoD("beale"), TWO_D_FAMILY, None, 0.0, None),
     Problem("two_d_branin", "two_d", lambda: TwoD("branin"), TWO_D_FAMILY, None, 0.0, None),

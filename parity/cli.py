@@ -32,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
     pipelines.add_argument("--dataset", nargs="+", metavar="NAME", help="data sets (default: all)")
     pipelines.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
                            help="directory for pipeline-report.json and pipeline-report.md")
+    trajectory = commands.add_parser("trajectory", help="N training steps of port and reference on the same batches, "
+                                                        "judged against a float32/float64 round-off envelope")
+    trajectory.add_argument("--problem", nargs="+", metavar="NAME", required=True)
+    trajectory.add_argument("--optimizer", nargs="+", choices=("sgd", "momentum", "adam"),
+                            default=["sgd", "momentum", "adam"])
+    trajectory.add_argument("--steps", type=int, default=200)
+    trajectory.add_argument("--batch-size", type=int, default=16)
+    trajectory.add_argument("--lr", type=float, default=None,
+                            help="learning rate (default: sgd 0.01, momentum 0.01 with 0.9, adam 1e-3)")
+    trajectory.add_argument("--data-dir", type=Path, default=None,
+                            help="real data in the original's layout (default: small files in that layout, "
+                                 "written to a temporary folder)")
+    trajectory.add_argument("--report", type=Path, default=Path("trajectory-report"), metavar="DIR")
+    trajectory.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: deepobs)")
+    trajectory.add_argument("--seed", type=int, default=0)
+    trajectory.add_argument("--port-lr-factor", type=float, default=1.0,
+                            help="multiply the port's learning rate (plant a slow drift to see the check catch it)")
     listing = commands.add_parser("list", help="list the problems the audit knows")
     listing.add_argument("--port", metavar="MODULE:ATTR")
     return parser
@@ -55,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     if args.command == "pipelines":
         return audit_pipelines_command(args.dataset, args.report)
+    if args.command == "trajectory":
+        return trajectory_command(args)
     try:
         port = load_port(args.port)
         problems = resolve_problems(port, args.problem if args.command == "audit" else None)
@@ -99,3 +118,47 @@ def audit_pipelines_command(datasets: list[str] | None, report_dir: Path) -> int
     print("\n".join(summary(run)))
     print(f"report: {markdown_path}")
     return 0 if run.passed else EXIT_FAILED
+
+
+def trajectory_command(args) -> int:
+    import tempfile
+
+    from parity.port import PortError, load_port
+
+    try:
+        port = load_port(args.port)
+    except PortError as error:
+        return fail(str(error))
+    if unknown := [name for name in args.problem if name not in port.problems]:
+        return fail(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(port.problems)}")
+    if args.steps < 1 or args.batch_size < 1:
+        return fail("--steps and --batch-size must be positive")
+    from deepobs.datasets import DataError
+    from parity.trajectory import run_trajectory, write_report
+
+    with tempfile.TemporaryDirectory(prefix="trajectory-data-") as scratch:
+        data_dir = args.data_dir
+        if data_dir is None:
+            from deepobs.problems import get_problem
+            from parity.fixtures import write_dataset
+
+            data_dir = Path(scratch)
+            for name in args.problem:
+                write_dataset(get_problem(name).dataset, data_dir, seed=args.seed)
+            print(f"data: small files in the original's layout ({data_dir}); --data-dir for real data", flush=True)
+        results = []
+        try:
+            for problem in args.problem:
+                for kind in args.optimizer:
+                    result = run_trajectory(problem, kind, args.steps, data_dir, port, args.lr, args.batch_size,
+                                            args.seed, args.port_lr_factor, progress=lambda line: print(line, flush=True))
+                    print(result.summary(), flush=True)
+                    results.append(result)
+        except DataError as error:
+            return fail(str(error), EXIT_FAILED)
+    try:
+        written = write_report(results, args.report)
+    except OSError as error:
+        return fail(f"cannot write the report to {args.report}: {error}")
+    print(f"report: {written[-2]}")
+    return 0 if all(result.passed for result in results) else EXIT_FAILED
