@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepobs.cli import main
 from deepobs.results import float2str, setting_folder_name
@@ -308,3 +309,34 @@ def test_write_result_is_exclusive_with_and_without_hard_links(tmp_path, monkeyp
     second = write_result(tmp_path, 4, {"run": 3})
     assert load_result(first) == {"run": 1} and load_result(second) == {"run": 3}
     assert sorted(p.name.split("__")[1] for p in tmp_path.iterdir()) == ["3", "4"]  # no temporaries left
+
+
+@pytest.mark.parametrize("problem, batch_size", [("quadratic_deep", 128), ("two_d_rosenbrock", 128),
+                                                 ("mnist_vae", 64), ("tolstoi_char_rnn", 8)])
+def test_every_family_trains_through_the_runner(problem, batch_size, data_dir, tmp_path):
+    # The runner consumes the problem's family contract: no accuracy where the original has none,
+    # the character LSTM's state reset at every split.
+    from parity.fixtures import write_tolstoi
+
+    write_tolstoi(data_dir)
+    settings = RunSettings(problem, "torch.optim.SGD", 1e-4, batch_size=batch_size, num_epochs=1, random_seed=1,
+                           data_dir=data_dir, no_logs=True)
+    output = run(settings, log=lambda _: None).output
+    assert len(output["test_losses"]) == 2 and all(map(lambda v: v == v, output["test_losses"]))
+    assert bool(output.get("test_accuracies")) == (problem == "tolstoi_char_rnn")
+
+
+def test_char_rnn_evaluation_does_not_depend_on_the_split_before_it(data_dir):
+    from deepobs.datasets import get_dataset
+    from deepobs.problems import PROBLEMS
+    from deepobs.runner import evaluate
+    from parity.fixtures import write_tolstoi
+
+    write_tolstoi(data_dir)
+    problem = PROBLEMS["tolstoi_char_rnn"]
+    dataset = get_dataset("tolstoi", data_dir, 8, seed=1)
+    model = problem.model()
+    alone = evaluate(problem, model, dataset, "test", None, torch.device("cpu"))
+    evaluate(problem, model, dataset, "train_eval", None, torch.device("cpu"))
+    after_train_eval = evaluate(problem, model, dataset, "test", None, torch.device("cpu"))
+    assert alone == after_train_eval
