@@ -21,7 +21,6 @@ import math
 import os
 import time
 
-import numpy as np
 import pytest
 import torch
 

@@ -52,7 +52,7 @@ def test_port_initialisers_match_the_original(port, problem):
     assert result.passed, failures(result)
     # Every reference variable is compared, the BN moving statistics (non-trainable) included,
     # then the seeding row.
-    assert len(result.comparisons) == len(port.weight_maps[problem].params) + 1
+    assert len(result.comparisons) == len(port.weight_maps[problem].rows_for_reference()) + 1
     assert result.comparisons[-1].item == SEEDING_ITEM
 
 

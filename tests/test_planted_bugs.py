@@ -1,11 +1,13 @@
 """Real porting bugs, planted in a copy of the port: each must fail its check at the right layer."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from deepobs import losses
+from deepobs.models.quadratic import DIM, Quadratic, _rotation
 from deepobs.problems import PROBLEMS
 from parity.audit import audit_problem
 from parity.maps import MAPS, ParamRow, ProblemMap
@@ -205,10 +207,6 @@ def test_vae_std_dev_without_the_half():
 # --- quadratic_deep -------------------------------------------------------------------------------
 
 def test_quadratic_hessian_from_another_draw_order():
-    import numpy as np
-
-    from deepobs.models.quadratic import DIM, Quadratic, _rotation
-
     def rotation_first_hessian():
         rng = np.random.RandomState(42)
         rotation = _rotation(DIM, rng)  # drawn before the eigenvalues

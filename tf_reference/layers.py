@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter, defaultdict
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 

@@ -9,7 +9,6 @@ output. forward returns (reconstruction [B, 28, 28], mean [B, 8], std_dev [B, 8]
 from __future__ import annotations
 
 import torch
-
 from torch import nn
 
 from deepobs.layers import Conv2dSame, ConvTranspose2dSame, FlattenNCHW, tf_glorot_uniform_
@@ -86,6 +85,3 @@ def vae_losses(outputs, images: torch.Tensor) -> torch.Tensor:
     image_loss = (reconstruction.reshape(-1, 784) - images.reshape(-1, 784)).pow(2).sum(1)
     latent_loss = -0.5 * (1.0 + 2.0 * std_dev - mean.pow(2) - torch.exp(2.0 * std_dev)).sum(1)
     return image_loss + latent_loss
-
-
-
