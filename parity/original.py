@@ -7,8 +7,9 @@ original runner seeds them: `tf.reset_default_graph(); tf.set_random_seed(seed)`
 built (runners/standard_runner.py), then `train_init_op` / `train_eval_init_op` / `test_init_op` are run
 in one session, as the runner's loop runs them.
 
-Where the wheel lives: $DEEPOBS_ORIGINAL (a folder holding the unpacked `deepobs/`), default
-/work/orig/unpacked. `original_available()` says whether it is there.
+Where the wheel lives: $DEEPOBS_ORIGINAL (a folder holding the unpacked `deepobs/`), default `.original/`
+in the repository (README: "Comparing with the original's own code"). `original_available()` says whether
+it is there.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 PACKAGE = "_original_deepobs_tf"
-DEFAULT_LOCATION = Path("/work/orig/unpacked")
+DEFAULT_LOCATION = Path(__file__).resolve().parents[1] / ".original"
 
 
 def original_root() -> Path:

@@ -16,8 +16,7 @@ from deepobs.runner import RunError, RunSettings, make_lr_schedule, run
 from parity.fixtures import write_cifar10, write_mnist
 
 HERE = Path(__file__).parent
-ORIGINAL_CANDIDATES = [os.environ.get("DEEPOBS_ORIGINAL", ""), "/work/orig/deepobs-1.1.2-py3-none-any.whl",
-                       "/work/orig/unpacked"]
+ORIGINAL_CANDIDATES = [os.environ.get("DEEPOBS_ORIGINAL", ""), str(HERE.parent / ".original")]
 ORIGINAL = next((path for path in ORIGINAL_CANDIDATES if path and os.path.exists(path)), None)
 
 
