@@ -11,6 +11,7 @@ from deepobs import losses
 from deepobs.models.allcnnc import AllCNNC
 from deepobs.models.cnn_2c2d import TwoC2D
 from deepobs.models.cnn_3c3d import ThreeC3D
+from deepobs.models.inception_v3 import InceptionV3, inception_v3_losses
 from deepobs.models.logreg import LogReg
 from deepobs.models.mlp import MLP
 from deepobs.models.wrn import WideResNet
@@ -30,18 +31,24 @@ class Problem:
     input_shape: tuple[int, ...]  # one example, PyTorch layout (C, H, W)
     weight_decay: float  # coefficient of the original's l2_regularizer; 0.0 where it has none
     batch_size: int | None  # the original's default (deepobs/config.py), None where it has none
+    # (model, logits, labels) -> per-example losses; None: softmax cross-entropy on the logits
+    per_example_losses: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def model(self, dtype: torch.dtype = torch.float32) -> nn.Module:
         return self.build_model().to(dtype)
 
     def loss_terms(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor):
-        """(mean cross-entropy, L2 regularizer); the runner's objective is their sum."""
-        data_loss = losses.softmax_cross_entropy(logits, labels).mean()
+        """(mean of the per-example losses, L2 regularizer); the runner's objective is their sum."""
+        if self.per_example_losses is None:
+            data_loss = losses.softmax_cross_entropy(logits, labels).mean()
+        else:
+            data_loss = self.per_example_losses(model, logits, labels).mean()
         return data_loss, losses.l2_regularizer(model.l2_parameters(), self.weight_decay)
 
 
 MNIST_SHAPE = (1, 28, 28)
 IMAGE32_SHAPE = (3, 32, 32)
+IMAGENET_SHAPE = (3, 224, 224)
 
 _PROBLEMS = (
     Problem("mnist_logreg", "mnist", lambda: LogReg(10), 10, MNIST_SHAPE, 0.0, 128),
@@ -56,6 +63,9 @@ _PROBLEMS = (
     Problem("svhn_3c3d", "svhn", lambda: ThreeC3D(10), 10, IMAGE32_SHAPE, 0.002, None),
     Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), 100, IMAGE32_SHAPE, 5e-4, 256),
     Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), 10, IMAGE32_SHAPE, 5e-4, 128),
+    Problem("cifar100_wrn404", "cifar100", lambda: WideResNet(6, 4, 100), 100, IMAGE32_SHAPE, 5e-4, None),
+    Problem("imagenet_inception_v3", "imagenet", lambda: InceptionV3(1001), 1001, IMAGENET_SHAPE, 5e-4, None,
+            inception_v3_losses),
 )
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in _PROBLEMS}

@@ -184,7 +184,8 @@ def check_forward(pair: AuditPair) -> CheckResult:
 
 
 def check_train_mode(pair: AuditPair) -> CheckResult:
-    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics.
+    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics,
+    then the train phase's loss (it may differ from the inference loss: Inception's aux head).
 
     The train-mode pass is the one behind the gradients of batch 0 (the same forward).
     """
@@ -194,6 +195,8 @@ def check_train_mode(pair: AuditPair) -> CheckResult:
     limit = tolerance("train_mode", pair.dtype)
     comparisons += [compare(name, gradients.port_statistics[name], value, limit)
                     for name, value in gradients.reference_statistics.items()]
+    comparisons += [compare(f"train {name}", gradients.port_loss[name], value, tolerance("loss", pair.dtype))
+                    for name, value in gradients.reference_loss.items()]
     return CheckResult(pair.problem, "train_mode", pair.dtype, comparisons)
 
 
@@ -223,7 +226,8 @@ def _scalar(value) -> float:
     return float(value.numpy()) if hasattr(value, "numpy") and not isinstance(value, torch.Tensor) else float(value)
 
 
-def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.ndarray], list, dict]:
+def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.ndarray], list, dict, dict]:
+    """Gradients (by reference name), dropout draws, layer outputs and the train-mode loss terms."""
     variables = pair.reference.graph.trainable_variables
     with tf.GradientTape() as tape:
         logits, taps, draws = reference_forward(pair, batch, training=True)
@@ -231,11 +235,16 @@ def reference_gradients(pair: AuditPair, batch: Batch) -> tuple[dict[str, np.nda
         total = data_loss + l2
     gradients = tape.gradient(total, list(variables.values()))
     return {name: (g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype))
-            for (name, v), g in zip(variables.items(), gradients)}, draws, taps
+            for (name, v), g in zip(variables.items(), gradients)}, draws, taps, _loss_values(data_loss, l2)
 
 
-def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict, torch.Tensor]:
-    """Gradients of the port's objective (reference layouts, by reference name), its layer outputs, its logits."""
+def _loss_values(data_loss, l2) -> dict[str, float]:
+    return {"data_loss": _scalar(data_loss), "total_loss": _scalar(data_loss) + _scalar(l2)}
+
+
+def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.ndarray], dict, torch.Tensor, dict]:
+    """Gradients of the port's objective (reference layouts, by reference name), its layer outputs, its logits,
+    its train-mode loss terms."""
     pair.model.zero_grad(set_to_none=True)
     logits, outputs = port_forward(pair, batch, training=True, draws=draws)
     data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, logits, batch.port_labels())
@@ -245,7 +254,8 @@ def port_gradients(pair: AuditPair, batch: Batch, draws) -> tuple[dict[str, np.n
     for name, row in pair.trainable_rows():
         grad = tensors[row.port].grad
         gradients[name] = None if grad is None else to_reference_layout(row, grad.numpy())
-    return gradients, outputs, logits.detach()
+    return gradients, outputs, logits.detach(), _loss_values(data_loss.detach(),
+                                                            l2.detach() if isinstance(l2, torch.Tensor) else l2)
 
 
 def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int:
@@ -277,17 +287,19 @@ class GradientPair:
     port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
     reference_statistics: dict[str, np.ndarray]  # BN moving statistics after the train-mode pass
     port_statistics: dict[str, np.ndarray]  # the port's running statistics then, reference layouts
+    reference_loss: dict[str, float]  # the train-mode objective's terms (the train phase's own loss)
+    port_loss: dict[str, float]
 
 
 def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPair:
     if batch_index not in pair.gradient_cache:
         batch = pair.batches[batch_index]
         pair.sync()
-        reference_grads, draws, reference_taps = reference_gradients(pair, batch)
+        reference_grads, draws, reference_taps, reference_loss = reference_gradients(pair, batch)
         reference_statistics = {row.reference: np.array(pair.reference.graph.variables[row.reference].numpy())
                                 for row in _statistic_rows(pair)}
         pair.sync()
-        port_grads, port_outputs, port_logits = port_gradients(pair, batch, draws)
+        port_grads, port_outputs, port_logits, port_loss = port_gradients(pair, batch, draws)
         tensors = port_tensors(pair.model)
         raw = {row.port: None if tensors[row.port].grad is None else tensors[row.port].grad.clone()
                for _, row in pair.trainable_rows()}
@@ -295,7 +307,7 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
                            for row in _statistic_rows(pair)}
         pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
                                                         port_outputs, port_logits, raw, reference_statistics,
-                                                        port_statistics)
+                                                        port_statistics, reference_loss, port_loss)
     return pair.gradient_cache[batch_index]
 
 
@@ -472,9 +484,9 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
             for name, grad in cached.port_grads.items():
                 tensors[name].grad = None if grad is None else grad.clone()
         else:
-            reference_grads, draws, _ = reference_gradients(pair, batch)
+            reference_grads, draws, _, _ = reference_gradients(pair, batch)
             pair.sync(before, before_port)  # undo the BN statistics the reference's train-mode forward moved
-            port_grads, _, _ = port_gradients(pair, batch, draws)
+            port_grads, _, _, _ = port_gradients(pair, batch, draws)
         optimizer.step()
         slots_before = _reference_slots(pair, kind, reference_optimizer)
         reference_optimizer.apply_gradients(

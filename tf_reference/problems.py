@@ -11,6 +11,7 @@ from tf_reference.layers import Graph, NoiseSource
 from tf_reference.models.allcnnc import allcnnc
 from tf_reference.models.cnn_2c2d import cnn_2c2d
 from tf_reference.models.cnn_3c3d import cnn_3c3d
+from tf_reference.models.inception_v3 import AUX_LOGITS, inception_v3, inception_v3_losses
 from tf_reference.models.logreg import logreg
 from tf_reference.models.mlp import mlp
 from tf_reference.models.wrn import wrn
@@ -23,10 +24,14 @@ class ReferenceSpec:
     num_outputs: int
     input_shape: tuple[int, ...]  # one example, NHWC (H, W, C)
     weight_decay: float | None
+    # (one-hot labels, logits, aux logits, training) -> per-example losses; None: softmax cross-entropy
+    losses: Callable | None = None
+    aux_logits_tap: str | None = None  # the layer whose output is the second head's logits
 
 
 MNIST = (28, 28, 1)
 IMAGE32 = (32, 32, 3)
+IMAGENET = (224, 224, 3)
 
 _SPECS = (
     ReferenceSpec("mnist_logreg", lambda: logreg(10), 10, MNIST, None),
@@ -40,6 +45,9 @@ _SPECS = (
     ReferenceSpec("svhn_3c3d", lambda: cnn_3c3d(10, 0.002), 10, IMAGE32, 0.002),
     ReferenceSpec("cifar100_allcnnc", lambda: allcnnc(100, 5e-4), 100, IMAGE32, 5e-4),
     ReferenceSpec("svhn_wrn164", lambda: wrn(2, 4, 10, 5e-4), 10, IMAGE32, 5e-4),
+    ReferenceSpec("cifar100_wrn404", lambda: wrn(6, 4, 100, 5e-4), 100, IMAGE32, 5e-4),
+    ReferenceSpec("imagenet_inception_v3", lambda: inception_v3(5e-4), 1001, IMAGENET, 5e-4,
+                  inception_v3_losses, AUX_LOGITS),
 )
 
 REFERENCE_PROBLEMS: dict[str, ReferenceSpec] = {spec.name: spec for spec in _SPECS}
@@ -54,6 +62,7 @@ class ReferenceProblem:
         self.spec = REFERENCE_PROBLEMS[name]
         self.graph = Graph(dtype, seed)
         self._forward = self.spec.model()
+        self._latest = {}  # training -> (logits, aux logits) of the latest forward in that phase
         # Build the variables (creation order = forward order) with one inference pass.
         self.forward(np.zeros((1, *self.spec.input_shape)), training=False)
 
@@ -66,12 +75,24 @@ class ReferenceProblem:
         logits = self.graph.run(self._forward, images_nhwc, training, dropout_noise)
         taps = dict(self.graph.taps)
         taps["logits"] = logits
+        if self.spec.aux_logits_tap:
+            self._latest[bool(training)] = (logits, taps[self.spec.aux_logits_tap])
         return logits, taps
 
     def losses(self, logits, labels) -> tf.Tensor:
-        """Per-example softmax_cross_entropy_with_logits_v2 on one-hot labels."""
+        """Per-example losses: softmax_cross_entropy_with_logits_v2 on one-hot labels, or the problem's own."""
         one_hot = tf.one_hot(labels, self.spec.num_outputs, dtype=self.dtype)
-        return tf.nn.softmax_cross_entropy_with_logits(labels=one_hot, logits=logits)
+        if self.spec.losses is None:
+            return tf.nn.softmax_cross_entropy_with_logits(labels=one_hot, logits=logits)
+        training, aux_logits = self._phase_of(logits)
+        return self.spec.losses(one_hot, logits, aux_logits, training)
+
+    def _phase_of(self, logits):
+        """(training, aux logits) of the forward that produced `logits` (the latest one of its phase)."""
+        for training, (latest_logits, aux_logits) in self._latest.items():
+            if latest_logits is logits:
+                return training, aux_logits
+        raise ValueError(f"{self.spec.name}: the loss needs logits from this problem's latest forward in their phase")
 
     def loss_terms(self, logits, labels) -> tuple[tf.Tensor, tf.Tensor]:
         """(mean over the batch of the losses, the regularizer); the runner minimises their sum."""
