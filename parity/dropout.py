@@ -44,7 +44,8 @@ def injected_dropout(draws: list[tuple[str, np.ndarray]]) -> Iterator[None]:
 
     def next_draw(input: torch.Tensor) -> torch.Tensor:
         if not queue:
-            raise DropoutMismatch("the port runs more dropout layers than the reference")
+            raise DropoutMismatch(f"the port runs more dropout layers than the reference "
+                                  f"(an extra one on a {tuple(input.shape)} input)")
         name, draw = queue.pop(0)
         draw = torch.from_numpy(_nhwc_to_port(draw)).to(input.dtype)
         if draw.shape != input.shape:

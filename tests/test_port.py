@@ -12,7 +12,8 @@ from deepobs.problems import PROBLEMS, get_problem, UnknownProblemError
 ORIGINAL_PARAMETER_COUNTS = {
     "mnist_logreg": 7850, "mnist_mlp": 1336610, "mnist_2c2d": 3274634, "fmnist_logreg": 7850,
     "fmnist_mlp": 1336610, "fmnist_2c2d": 3274634, "cifar10_3c3d": 895210, "cifar100_3c3d": 918340,
-    "svhn_3c3d": 895210, "cifar100_allcnnc": 1387108, "svhn_wrn164": 2748890,
+    "svhn_3c3d": 895210, "cifar100_allcnnc": 1387108, "svhn_wrn164": 2748890, "cifar100_wrn404": 8972340,
+    "imagenet_inception_v3": 27164082,  # aux head included
 }
 
 
@@ -67,3 +68,44 @@ def test_tf1_adam_first_steps_follow_tf1_formula():
         v = beta2 * v + (1 - beta2) * grad**2
         expected = expected - lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) * m / (v.sqrt() + eps)
         torch.testing.assert_close(param.detach(), expected, rtol=1e-14, atol=0)
+
+
+def _smoothed_cross_entropy(logits, labels, smoothing):
+    """-sum_k t_k log softmax(logits)_k with t = (1 - s) one_hot + s / K, written out."""
+    targets = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype) * (1 - smoothing)
+    targets = targets + smoothing / logits.shape[1]
+    return -(targets * torch.log_softmax(logits, 1)).sum(1)
+
+
+def test_inception_loss_adds_the_aux_head_only_in_the_train_phase():
+    from deepobs.models.inception_v3 import InceptionV3, inception_v3_losses
+
+    model = InceptionV3().to(torch.float64)
+    images, labels = torch.randn(2, 3, 224, 224, dtype=torch.float64), torch.tensor([0, 1000])
+    for training in (False, True):
+        model.train(training)
+        with torch.no_grad():
+            logits = model(images)
+        expected = _smoothed_cross_entropy(logits, labels, 0.1)
+        if training:
+            expected = expected + 0.4 * _smoothed_cross_entropy(model.aux_logits, labels, 0.1)
+        torch.testing.assert_close(inception_v3_losses(model, logits, labels), expected, rtol=1e-12, atol=0)
+    assert model.aux_logits.shape == (2, 1001)
+
+
+def test_inception_l2_on_every_conv_kernel_and_no_dense_layer():
+    from deepobs.models.inception_v3 import InceptionV3
+
+    model = InceptionV3()
+    regularised = {id(p) for p in model.l2_parameters()}
+    names = [name for name, p in model.named_parameters() if id(p) in regularised]
+    # conv2d_BN calls in the original: stem 5, block5 3x7, block10 4, block6 4x10, blockD 6, block7 2x9, aux head 2.
+    assert len(names) == 5 + 3 * 7 + 4 + 4 * 10 + 6 + 2 * 9 + 2 and all(name.endswith("conv.weight") for name in names)
+    assert all(id(p) not in regularised for p in (model.head.dense.weight, model.aux_head.dense.weight))
+
+
+def test_same_average_pool_excludes_the_padding():
+    from deepobs.models.inception_v3 import AvgPoolSame
+
+    pooled = AvgPoolSame(3)(torch.ones(1, 1, 5, 5))
+    assert torch.equal(pooled, torch.ones(1, 1, 5, 5))  # count_include_pad=True gives 4/9 in the corners
