@@ -1,8 +1,10 @@
 """Declared tolerances, one table: (check kind, dtype) -> max relative error allowed.
 
 Relative error = max |port - reference| / max |reference| over one tensor. Beside each value:
-the worst error measured for the correct port over all 11 registered problems (seed 0, batch 2, this
-machine, torch 2.14.1 / TF 2.21.0). Planted porting slips measure 1e-4 .. 1 (tests/test_planted_bugs.py).
+the worst error measured for the correct port over the 11 first problems (seed 0, batch 2, this
+machine, torch 2.14.1 / TF 2.21.0), then, where they differ, on cifar100_wrn404 (W404) and
+imagenet_inception_v3 (I3). Values marked FAILS exceed the declared tolerance: those checks fail in
+float32 on the two deep nets; see the notes under the table. Planted porting slips measure 1e-4 .. 1 (tests/test_planted_bugs.py).
 
 Step checks compare each parameter's update and optimizer slot. Two allowances there are
 computed, not declared: the update is seen only through the parameter, rounded to its dtype
@@ -13,18 +15,26 @@ from __future__ import annotations
 
 TOLERANCES: dict[tuple[str, str], float] = {
     # float64: a correct port agrees to round-off.
-    ("forward", "float64"): 1e-10,  # measured 3.4e-15
-    ("loss", "float64"): 1e-10,  # measured 1.9e-15
-    ("gradients", "float64"): 1e-10,  # measured 7.6e-15
-    ("train_mode", "float64"): 1e-10,  # measured 5.4e-15
-    ("step", "float64"): 1e-10,  # measured 4.3e-14 with the reference's gradients, 8.6e-11 with the port's (Adam)
+    ("forward", "float64"): 1e-10,  # measured 3.4e-15; W404 3.8e-15, I3 4.7e-15
+    ("loss", "float64"): 1e-10,  # measured 1.9e-15; I3 3.7e-16 (inference and train phase)
+    ("gradients", "float64"): 1e-10,  # measured 7.6e-15; W404 2.6e-14, I3 1.1e-11 (a BN beta: a sum that cancels)
+    ("train_mode", "float64"): 1e-10,  # measured 5.4e-15; W404 1.5e-14, I3 7.7e-12 (aux-head BN over 2 values)
+    ("step", "float64"): 1e-10,  # measured 4.3e-14 with the reference's gradients (I3 2.2e-13), 8.6e-11 with the port's (Adam)
     # float32: the frameworks' kernels sum in different orders.
-    ("forward", "float32"): 1e-5,  # measured 1.6e-6
-    ("loss", "float32"): 1e-5,  # measured 4.4e-7
-    ("gradients", "float32"): 1e-4,  # measured 6.4e-6 (kink-flip batches skipped)
-    ("train_mode", "float32"): 1e-5,  # measured 3.0e-6
-    ("step", "float32"): 1e-4,  # measured 3.0e-5 with the reference's gradients, 9.7e-5 with the port's
+    ("forward", "float32"): 1e-5,  # measured 1.6e-6; W404 3.3e-6, I3 4.1e-6
+    ("loss", "float32"): 1e-5,  # measured 4.4e-7; W404 6.1e-7, I3 6.4e-7 (train phase: I3 1.4e-5, FAILS)
+    ("gradients", "float32"): 1e-4,  # measured 6.4e-6 (kink-flip batches skipped); W404, I3: every batch flips, FAILS
+    ("train_mode", "float32"): 1e-5,  # measured 3.0e-6; W404 1.2e-5 FAILS, I3 9.8e-5 FAILS (4.6e-3 aux-head BN)
+    ("step", "float32"): 1e-4,  # measured 3.0e-5 with the reference's gradients (W404 5.2e-5, I3 8.4e-5), 9.7e-5 with the port's
 }
+# float32 on the deep nets (W404: 40 layers, I3: 96 conv_BN layers), measured, not yet resolved:
+# - train_mode: batch-statistics BN amplifies round-off layer by layer; W404 reaches 1.2e-5 at its last
+#   units, I3 2e-5 .. 1e-4 from block 5b on. I3's aux head normalises a 1x1 map over the batch, i.e.
+#   over 2 values at audit batch 2: (x - mean) / sqrt(var + eps) with var from 2 values magnifies
+#   round-off ~1e3 times (its float64 error, 7.7e-12, is 1e3 x every other layer's too).
+# - gradients: all 6 audit batches have activations on opposite sides of 0 (W404 4-8, I3 585-723 by
+#   kink_flips, which counts every tap, pre-BN conv outputs included), so no batch is kink-free.
+# The tolerances above are not widened for this; these checks fail until the audit handles it.
 
 
 def tolerance(kind: str, dtype: str) -> float:

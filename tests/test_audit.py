@@ -70,3 +70,13 @@ def test_weights_port_both_ways(problem):
 def test_report_states_the_stock_adam_difference():
     notes = audited("cifar10_3c3d", "float64")["step/adam (reference gradients)"].notes
     assert any("torch.optim.Adam" in note for note in notes)
+
+
+def test_inception_aux_head_is_compared_in_inference_and_train_mode():
+    results = audited("imagenet_inception_v3", "float64")  # shared with the per-check tests above
+    aux_layers = {"aux_head/average_pooling2d", "aux_head/conv2d", "aux_head/batch_normalization",
+                  "aux_head/conv2d_1", "aux_head/batch_normalization_1", "aux_head/dense", "output/dropout"}
+    for check in ("forward", "train_mode"):
+        assert aux_layers <= {c.item for c in results[check].comparisons}, check
+    train_mode = {c.item for c in results["train_mode"].comparisons}
+    assert {"train data_loss", "train total_loss", "aux_head/batch_normalization_1/moving_variance"} <= train_mode
