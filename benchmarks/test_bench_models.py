@@ -42,6 +42,8 @@ LEARNING_RATE = 1e-3  # small enough that 100 steps on one batch neither diverge
 BATCH_CAPS = {
     "cifar100_allcnnc": 32,  # default 256: 3.9 s / 4.3 s per step
     "svhn_wrn164": 32,  # default 128: 2.6 s / 3.5 s per step
+    "cifar100_wrn404": 32,  # no default (128 here): about 3x svhn_wrn164's work per example
+    "imagenet_inception_v3": 8,  # no default (128 here; 32 in the paper): 299x299 inputs, 27M parameters
 }
 UNCAPPED = os.environ.get("BENCH_UNCAPPED") == "1"  # run every problem at its default batch
 

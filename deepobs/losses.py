@@ -7,9 +7,13 @@ import torch
 import torch.nn.functional as F
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy (softmax_cross_entropy_with_logits_v2 on one-hot labels)."""
-    return F.cross_entropy(logits, labels, reduction="none")
+def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-example cross-entropy (softmax_cross_entropy_with_logits_v2 on one-hot labels).
+
+    With label_smoothing s, the target is (1 - s) * one_hot + s / num_classes, as in
+    tf.losses.softmax_cross_entropy(label_smoothing=s).
+    """
+    return F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
 
 
 def l2_regularizer(parameters: Iterable[torch.Tensor], weight_decay: float) -> torch.Tensor | float:

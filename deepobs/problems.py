@@ -19,6 +19,7 @@ from deepobs.models.allcnnc import AllCNNC
 from deepobs.models.char_rnn import SEQ_LENGTH, VOCAB_SIZE, CharRNN, sequence_losses
 from deepobs.models.cnn_2c2d import TwoC2D
 from deepobs.models.cnn_3c3d import ThreeC3D
+from deepobs.models.inception_v3 import InceptionV3, inception_v3_losses, main_logits_accuracy
 from deepobs.models.logreg import LogReg
 from deepobs.models.mlp import MLP
 from deepobs.models.quadratic import DIM, Quadratic, deep_hessian
@@ -73,6 +74,9 @@ CHAR_RNN_FAMILY = Family("char_rnn", (Input("chars", (SEQ_LENGTH,), "ids", VOCAB
                          sequence_losses, losses.accuracy, stateful=True)
 QUADRATIC_FAMILY = Family("quadratic", (Input("x", (DIM,), "vector"),), "none", ("losses",),
                           lambda outputs, targets: outputs, None)
+# Inception v3: classification with an aux head; the model returns both heads' logits in train mode.
+INCEPTION_V3_FAMILY = Family("classification_aux_head", (Input("images", (3, 224, 224), "image"),), "labels",
+                             ("logits", "aux_logits"), inception_v3_losses, main_logits_accuracy)
 TWO_D_FAMILY = Family("two_d", (Input("x", (), "vector"), Input("y", (), "vector")), "none", ("losses",),
                       lambda outputs, targets: outputs, None)
 
@@ -124,6 +128,7 @@ MNIST_SHAPE = (1, 28, 28)
 IMAGE32_SHAPE = (3, 32, 32)
 MNIST = classification(MNIST_SHAPE)
 IMAGE32 = classification(IMAGE32_SHAPE)
+IMAGENET = classification((3, 224, 224))
 
 _PROBLEMS = (
     Problem("mnist_logreg", "mnist", lambda: LogReg(10), MNIST, 10, 0.0, 128, 50),
@@ -146,6 +151,8 @@ _PROBLEMS = (
     Problem("two_d_rosenbrock", "two_d", lambda: TwoD("rosenbrock"), TWO_D_FAMILY, None, 0.0, None),
     Problem("two_d_beale", "two_d", lambda: TwoD("beale"), TWO_D_FAMILY, None, 0.0, None),
     Problem("two_d_branin", "two_d", lambda: TwoD("branin"), TWO_D_FAMILY, None, 0.0, None),
+    Problem("cifar100_wrn404", "cifar100", lambda: WideResNet(6, 4, 100), IMAGE32, 100, 5e-4, None),
+    Problem("imagenet_inception_v3", "imagenet", lambda: InceptionV3(1001), INCEPTION_V3_FAMILY, 1001, 5e-4, None),
 )
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in _PROBLEMS}

@@ -269,7 +269,8 @@ def check_forward(pair: AuditPair) -> CheckResult:
 
 
 def check_train_mode(pair: AuditPair) -> CheckResult:
-    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics.
+    """Train mode: BN on batch statistics, dropout on shared draws; then the BN running statistics,
+    then the train phase's loss (it may differ from the inference loss: Inception's aux head).
 
     The train-mode pass is the one behind the gradients of batch 0 (the same forward).
     """
@@ -278,6 +279,8 @@ def check_train_mode(pair: AuditPair) -> CheckResult:
     limit = tolerance("train_mode", pair.dtype)
     comparisons += [compare(name, gradients.port_statistics[name], value, limit)
                     for name, value in gradients.reference_statistics.items()]
+    comparisons += [compare(f"train {name}", gradients.port_loss[name], value, tolerance("loss", pair.dtype))
+                    for name, value in gradients.reference_loss.items()]
     return CheckResult(pair.problem, "train_mode", pair.dtype, comparisons)
 
 
@@ -321,7 +324,7 @@ def _scalar(value) -> float:
 
 
 def reference_gradients(pair: AuditPair, batch: Batch):
-    """(gradients by variable name, draws, taps, data loss) of the objective in train mode."""
+    """(gradients by variable name, draws, taps, train-mode loss terms) of the objective in train mode."""
     variables = pair.reference.graph.trainable_variables
     with tf.GradientTape() as tape:
         outputs, taps, draws = reference_forward(pair, batch, training=True)
@@ -331,7 +334,12 @@ def reference_gradients(pair: AuditPair, batch: Batch):
     # An embedding's gradient comes as IndexedSlices (rows of the looked-up ids): made dense here.
     gradients = [g if g is None else tf.convert_to_tensor(g) for g in gradients]
     return ({name: (g.numpy() if g is not None else np.zeros(v.shape, v.dtype.as_numpy_dtype))
-             for (name, v), g in zip(variables.items(), gradients)}, draws, taps, float(data_loss.numpy()))
+             for (name, v), g in zip(variables.items(), gradients)}, draws, taps, _loss_values(data_loss, l2))
+
+
+def _loss_values(data_loss, l2) -> dict[str, float]:
+    """The train-mode objective's terms: the train phase's own loss (an aux head's term only there)."""
+    return {"data_loss": _scalar(data_loss), "total_loss": _scalar(data_loss) + _scalar(l2)}
 
 
 class PortBackwardError(Exception):
@@ -339,11 +347,11 @@ class PortBackwardError(Exception):
 
 
 def port_gradients(pair: AuditPair, batch: Batch, draws):
-    """(gradients of the port's objective in reference layouts by reference name, its pass, its data loss)."""
+    """(gradients of the port's objective in reference layouts by reference name, its pass, its loss terms)."""
     pair.model.zero_grad(set_to_none=True)
     port_pass = port_forward(pair, batch, training=True, draws=draws)
     if port_pass.outputs is None:
-        return None, port_pass, float("nan")
+        return None, port_pass, {"data_loss": float("nan"), "total_loss": float("nan")}
     data_loss, l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs,
                                          batch.port_targets(pair.torch_dtype))
     try:
@@ -356,7 +364,7 @@ def port_gradients(pair: AuditPair, batch: Batch, draws):
         grads = {row.port: tensors[row.port].grad for row in rows}
         gradients[name] = (None if any(g is None for g in grads.values())
                            else assemble(rows, {port: g.numpy() for port, g in grads.items()}))
-    return gradients, port_pass, float(data_loss.detach())
+    return gradients, port_pass, _loss_values(data_loss.detach(), l2.detach() if isinstance(l2, torch.Tensor) else l2)
 
 
 def kink_flips(pair: AuditPair, reference_taps: dict, port_outputs: dict) -> int:
@@ -387,17 +395,19 @@ class GradientPair:
     port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
     reference_statistics: dict[str, np.ndarray]  # BN moving statistics after the train-mode pass
     port_statistics: dict[str, np.ndarray]  # the port's running statistics then, reference layouts
+    reference_loss: dict[str, float]  # the train-mode objective's terms (the train phase's own loss)
+    port_loss: dict[str, float]
 
 
 def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPair:
     if batch_index not in pair.gradient_cache:
         batch = pair.batches[batch_index]
         pair.sync()
-        reference_grads, draws, reference_taps, _ = reference_gradients(pair, batch)
+        reference_grads, draws, reference_taps, reference_loss = reference_gradients(pair, batch)
         reference_statistics = {row.reference: np.array(pair.reference.graph.variables[row.reference].numpy())
                                 for row in _statistic_rows(pair)}
         pair.sync()
-        port_grads, port_pass, _ = port_gradients(pair, batch, draws)
+        port_grads, port_pass, port_loss = port_gradients(pair, batch, draws)
         if port_grads is None:  # the forward broke: the train-mode taps still say where
             port_grads = {name: None for name in pair.rows_by_reference()}
         tensors = port_tensors(pair.model)
@@ -406,7 +416,8 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
         port_statistics = {row.reference: to_reference_layout(row, tensors[row.port].detach().numpy())
                            for row in _statistic_rows(pair)}
         pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
-                                                        port_pass, raw, reference_statistics, port_statistics)
+                                                        port_pass, raw, reference_statistics, port_statistics,
+                                                        reference_loss, port_loss)
     return pair.gradient_cache[batch_index]
 
 
@@ -679,7 +690,8 @@ def check_carried_state(pair: AuditPair) -> CheckResult:
             result.comparisons += compare_taps(pair, reference_taps, port_pass, "train_mode", prefix)
             if port_grads is None:
                 break
-            result.comparisons.append(compare(f"{prefix}data_loss", port_loss, reference_loss, loss_limit))
+            result.comparisons.append(compare(f"{prefix}data_loss", port_loss["data_loss"], reference_loss["data_loss"],
+                                              loss_limit))
             result.comparisons += _compare_named(reference_grads, port_grads, gradient_limit, prefix)
     finally:
         pair.sync()

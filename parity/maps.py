@@ -183,6 +183,64 @@ def two_d_map() -> ProblemMap:
     return ProblemMap((ParamRow("u", "weight", "identity"), ParamRow("v", "bias", "identity")), ())
 
 
+# Inception v3 (deepobs.models.inception_v3): each block's branches as their layers in the original's
+# creation order ("conv" = conv2d_BN, "avg"/"max" = a pool); the port's branch k is a ModuleList of
+# exactly these layers, the reference's is variable scope branch{k}.
+_INCEPTION_BLOCK_TYPES = {
+    "block5": (("conv",), ("avg", "conv"), ("conv",) * 2, ("conv",) * 3),
+    "block10": (("max",), ("conv",), ("conv",) * 3),
+    "block6": (("conv",), ("avg", "conv"), ("conv",) * 3, ("conv",) * 5),
+    "blockD": (("max",), ("conv",) * 4, ("conv",) * 2),
+    "block7": (("conv",), ("conv",) * 3, ("conv",) * 4, ("avg", "conv")),
+}
+_INCEPTION_BLOCKS = (  # (port module, reference scope, block type), in forward order
+    ("block5a", "inception_block5a", "block5"), ("block5b_0", "inception_block5b_0", "block5"),
+    ("block5b_1", "inception_block5b_1", "block5"), ("block10", "inception_block10", "block10"),
+    ("block6a", "inception_block6a", "block6"), ("block6b_0", "inception_block6b_0", "block6"),
+    ("block6b_1", "inception_block6b_1", "block6"), ("block6c", "inception_block6c", "block6"),
+    ("blockD", "inception_blockD", "blockD"), ("block7_0", "inception_block7_0", "block7"),
+    ("block7_1", "inception_block7_1", "block7"),
+)
+_POOL_LAYERS = {"avg": "average_pooling2d", "max": "max_pooling2d"}
+
+
+def _layer_sequence(port: str, scope: str, kinds, pool_layers=_POOL_LAYERS) -> tuple[list, list]:
+    """Params and taps of a run of conv2d_BN layers and pools sharing one variable scope (names per scope)."""
+    params, taps, seen = [], [], {}
+    for index, kind in enumerate(kinds):
+        base = "conv2d" if kind == "conv" else pool_layers[kind]
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        module = f"{port}.{index}"
+        if kind == "conv":
+            conv, bn = f"{scope}/{_layer_name('conv2d', count)}", f"{scope}/{_layer_name('batch_normalization', count)}"
+            params += _conv(f"{module}.conv", conv, bias=False) + _bn(f"{module}.bn", bn)
+            taps += [TapRow(conv, f"{module}.conv"), TapRow(bn, f"{module}.bn")]
+        else:
+            taps.append(TapRow(f"{scope}/{_layer_name(base, count)}", module))
+    return params, taps
+
+
+def inception_v3_map() -> ProblemMap:
+    sequences = [("stem", "stem", ("conv", "conv", "conv", "max", "conv", "conv", "max"), {"max": "max_pool"})]
+    block_outputs = []
+    for port, scope, block_type in _INCEPTION_BLOCKS:
+        sequences += [(f"{port}.branch{index}", f"{scope}/branch{index}", kinds, _POOL_LAYERS)
+                      for index, kinds in enumerate(_INCEPTION_BLOCK_TYPES[block_type])]
+        block_outputs.append(TapRow(scope, port))
+        if port == "block6c":  # the aux head reads block 6c's output
+            sequences.append(("aux_head.layers", "aux_head", ("avg", "conv", "conv"), _POOL_LAYERS))
+    params, taps = [], [TapRow("resize_images", "resize")]
+    for port, scope, kinds, pool_layers in sequences:
+        sequence_params, sequence_taps = _layer_sequence(port, scope, kinds, pool_layers)
+        params += sequence_params
+        taps += sequence_taps
+    params += _dense("aux_head.dense", "aux_head/dense") + _dense("head.dense", "output/dense")
+    taps += block_outputs + [TapRow("aux_head/dense", "aux_head"), TapRow("output/average_pooling2d", "head.pool"),
+                             TapRow("output/dropout", "head.dropout"), TapRow("output/dense", "head.dense")]
+    return ProblemMap(tuple(params), tuple(taps))
+
+
 MAPS: dict[str, ProblemMap] = {
     "mnist_logreg": logreg_map(),
     "mnist_mlp": mlp_map(),
@@ -202,4 +260,6 @@ MAPS: dict[str, ProblemMap] = {
     "two_d_rosenbrock": two_d_map(),
     "two_d_beale": two_d_map(),
     "two_d_branin": two_d_map(),
+    "cifar100_wrn404": wrn_map(6, 4),
+    "imagenet_inception_v3": inception_v3_map(),
 }

@@ -6,6 +6,9 @@ the VAEs, the character LSTM, quadratic_deep and the 2-D functions (seed 0, batc
 torch 2.14.1 / TF 2.21.0). Planted porting slips measure 1e-4 .. 1 (tests/test_planted_bugs.py).
 The carried_state check compares layers with the train_mode tolerance, the data loss with loss's and
 gradients with gradients' (measured: 1.3e-15 float64, 1.1e-6 float32, the LSTM over 3 batches).
+Deep nets (after "deep:"): cifar100_wrn404 (W404) and imagenet_inception_v3 (I3), VGG (V). Values
+marked FAILS exceed the declared tolerance: those problems are audited outside the default run
+(`tox -e parity-deep`, see README), and the tolerance was not widened.
 
 Step checks compare each parameter's update and optimizer slot. Two allowances there are
 computed, not declared: the update is seen only through the parameter, rounded to its dtype
@@ -31,7 +34,20 @@ TOLERANCES: dict[tuple[str, str], float] = {
     # step float32: measured 3.0e-5 with the reference's gradients, 9.7e-5 with the port's; new: 8.8e-5, 9.8e-5
     # (the VAE's, beyond which the propagated gradient difference explains the rest)
     ("step", "float32"): 1e-4,
+    # deep: forward float64 W404 3.8e-15, I3 4.7e-15; loss I3 3.7e-16; gradients W404 2.6e-14, I3 1.1e-11 (a BN
+    # beta: a sum that cancels); train_mode W404 1.5e-14, I3 7.7e-12 (aux-head BN over 2 values); step I3 2.2e-13.
+    # deep float32: forward W404 3.3e-6, I3 4.1e-6, V 8.0e-7; loss I3 train phase 1.4e-5 FAILS; gradients W404, I3:
+    # every audit batch has ReLU kink flips, FAILS (V 6.5e-6); train_mode W404 1.2e-5 FAILS, I3 9.8e-5 FAILS
+    # (4.6e-3 in the aux-head BN, which normalises a 1x1 map over a batch of 2).
 }
+# float32 on the deep nets (W404: 40 layers, I3: 96 conv_BN layers), measured, not yet resolved:
+# - train_mode: batch-statistics BN amplifies round-off layer by layer; W404 reaches 1.2e-5 at its last
+#   units, I3 2e-5 .. 1e-4 from block 5b on. I3's aux head normalises a 1x1 map over the batch, i.e.
+#   over 2 values at audit batch 2: (x - mean) / sqrt(var + eps) with var from 2 values magnifies
+#   round-off ~1e3 times (its float64 error, 7.7e-12, is 1e3 x every other layer's too).
+# - gradients: all 6 audit batches have activations on opposite sides of 0 (W404 4-8, I3 585-723 by
+#   kink_flips, which counts every tap, pre-BN conv outputs included), so no batch is kink-free.
+# The tolerances above are not widened for this; these checks fail until the audit handles it.
 
 
 def tolerance(kind: str, dtype: str) -> float:

@@ -133,3 +133,13 @@ def test_one_channel_inputs_reach_the_port_as_a_dataloader_yields_them():
         weight_maps={"mnist_2c2d": problem_map})
     results = audit_problem(port, "mnist_2c2d", "float64", checks=["forward", "gradients"])
     assert all(r.passed for r in results), [(r.check, r.error, r.first_divergence) for r in results]
+
+
+def test_inception_aux_head_is_compared_in_inference_and_train_mode():
+    results = audited("imagenet_inception_v3", "float64")  # shared with the per-check tests above
+    aux_layers = {"aux_head/average_pooling2d", "aux_head/conv2d", "aux_head/batch_normalization",
+                  "aux_head/conv2d_1", "aux_head/batch_normalization_1", "aux_head/dense", "output/dropout"}
+    for check in ("forward", "train_mode"):
+        assert aux_layers <= {c.item for c in results[check].comparisons}, check
+    train_mode = {c.item for c in results["train_mode"].comparisons}
+    assert {"train data_loss", "train total_loss", "aux_head/batch_normalization_1/moving_variance"} <= train_mode

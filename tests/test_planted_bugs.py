@@ -215,3 +215,67 @@ def test_quadratic_hessian_from_another_draw_order():
 
     port = port_with(build_model=lambda problem: Quadratic(rotation_first_hessian()))
     assert failing(port, "quadratic_deep", "forward").item == "hessian"
+
+
+# --- Inception v3 (each audit of it takes a minute or two on 2 cores) --------------------------
+
+INCEPTION = "imagenet_inception_v3"
+
+
+def _inception_loss(aux_weight=0.4, label_smoothing=0.1):
+    """The problem's loss with a planted slip in its aux weight or label smoothing."""
+    def loss_terms(problem, model, logits, labels):
+        per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        if model.training:
+            per_example = per_example + aux_weight * losses.softmax_cross_entropy(
+                model.aux_logits, labels, label_smoothing=label_smoothing)
+        return per_example.mean(), losses.l2_regularizer(model.l2_parameters(), PROBLEMS[problem].weight_decay)
+    return loss_terms
+
+
+@pytest.mark.slow
+def test_inception_bn_momentum_0_9997_passed_to_torch_as_is():
+    first = failing(port_with(lambda m: _set_bn(m, momentum=0.9997)), INCEPTION, "train_mode")
+    assert first.item == "stem/batch_normalization/moving_mean"
+
+
+@pytest.mark.slow
+def test_inception_bn_epsilon_1e5_instead_of_the_tf_layers_default():
+    first = failing(port_with(lambda m: _set_bn(m, eps=1e-5)), INCEPTION, "forward")
+    assert first.item == "stem/batch_normalization"
+
+
+@pytest.mark.slow
+def test_inception_average_pool_counting_the_padding():
+    def edit(model):
+        for block in (model.block5a, model.block5b_0, model.block5b_1, model.block6a, model.block6b_0,
+                      model.block6b_1, model.block6c):
+            block.branch1[0] = nn.AvgPool2d(3, 1, 1)  # count_include_pad=True, torch's default
+        for block in (model.block7_0, model.block7_1):
+            block.branch3[0] = nn.AvgPool2d(3, 1, 1)
+    assert failing(port_with(edit), INCEPTION, "forward").item == "inception_block5a/branch1/average_pooling2d"
+
+
+@pytest.mark.slow
+def test_inception_output_dropout_active():
+    # The original's output dropout never runs; a port with slim's keep 0.8 (p = 0.2) drops in train mode.
+    def edit(model):
+        model.head.dropout = nn.Dropout(0.2)
+    port = port_with(edit)
+    assert next(r for r in audit_problem(port, INCEPTION, "float64", checks=["forward"])).passed  # inert in eval
+    [result] = audit_problem(port, INCEPTION, "float64", checks=["train_mode"])
+    assert not result.passed
+    assert "more dropout layers than the reference (an extra one on a (2, 2048, 1, 1) input)" in result.error
+
+
+@pytest.mark.slow
+def test_inception_aux_weight_0_3():
+    port = port_with(loss_terms=_inception_loss(aux_weight=0.3))
+    assert failing(port, INCEPTION, "train_mode").item == "train data_loss"  # the inference loss has no aux term
+
+
+@pytest.mark.slow
+def test_inception_label_smoothing_missing():
+    port = port_with(loss_terms=_inception_loss(label_smoothing=0.0))
+    assert failing(port, INCEPTION, "loss").item == "data_loss"
+    assert failing(port, INCEPTION, "train_mode").item == "train data_loss"

@@ -15,6 +15,7 @@ ORIGINAL_PARAMETER_COUNTS = {
     "svhn_3c3d": 895210, "cifar100_allcnnc": 1387108, "svhn_wrn164": 2748890,
     "mnist_vae": 10151489, "fmnist_vae": 10151489, "tolstoi_char_rnn": 284499, "quadratic_deep": 100,
     "two_d_rosenbrock": 2, "two_d_beale": 2, "two_d_branin": 2,
+    "cifar100_wrn404": 8972340, "imagenet_inception_v3": 27164082,  # aux head included
 }
 # Numbers the port holds beyond the original's trainable ones: torch's second LSTM bias, frozen at TF's
 # constant forget_bias (512 per layer).
@@ -118,3 +119,46 @@ def test_data_set_batches_feed_the_problem(name, tmp_path):
     model = problem.model()
     data_loss, l2 = problem.loss_terms(model, model(*inputs), targets)
     assert data_loss.ndim == 0 and torch.isfinite(data_loss)
+
+
+def _smoothed_cross_entropy(logits, labels, smoothing):
+    """-sum_k t_k log softmax(logits)_k with t = (1 - s) one_hot + s / K, written out."""
+    targets = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype) * (1 - smoothing)
+    targets = targets + smoothing / logits.shape[1]
+    return -(targets * torch.log_softmax(logits, 1)).sum(1)
+
+
+def test_inception_loss_adds_the_aux_head_only_in_the_train_phase():
+    from deepobs.models.inception_v3 import InceptionV3, inception_v3_losses
+
+    model = InceptionV3().to(torch.float64)
+    images, labels = torch.randn(2, 3, 224, 224, dtype=torch.float64), torch.tensor([0, 1000])
+    for training in (False, True):
+        model.train(training)
+        with torch.no_grad():
+            outputs = model(images)
+        if training:
+            logits, aux_logits = outputs
+            assert aux_logits.shape == (2, 1001)
+            expected = _smoothed_cross_entropy(logits, labels, 0.1) + 0.4 * _smoothed_cross_entropy(aux_logits, labels, 0.1)
+        else:
+            expected = _smoothed_cross_entropy(outputs, labels, 0.1)
+        torch.testing.assert_close(inception_v3_losses(outputs, labels), expected, rtol=1e-12, atol=0)
+
+
+def test_inception_l2_on_every_conv_kernel_and_no_dense_layer():
+    from deepobs.models.inception_v3 import InceptionV3
+
+    model = InceptionV3()
+    regularised = {id(p) for p in model.l2_parameters()}
+    names = [name for name, p in model.named_parameters() if id(p) in regularised]
+    # conv2d_BN calls in the original: stem 5, block5 3x7, block10 4, block6 4x10, blockD 6, block7 2x9, aux head 2.
+    assert len(names) == 5 + 3 * 7 + 4 + 4 * 10 + 6 + 2 * 9 + 2 and all(name.endswith("conv.weight") for name in names)
+    assert all(id(p) not in regularised for p in (model.head.dense.weight, model.aux_head.dense.weight))
+
+
+def test_same_average_pool_excludes_the_padding():
+    from deepobs.models.inception_v3 import AvgPoolSame
+
+    pooled = AvgPoolSame(3)(torch.ones(1, 1, 5, 5))
+    assert torch.equal(pooled, torch.ones(1, 1, 5, 5))  # count_include_pad=True gives 4/9 in the corners

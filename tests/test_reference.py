@@ -86,3 +86,28 @@ def test_quadratic_deep_hessian_is_the_originals_module_level_stream():
         np.testing.assert_array_equal(port_hessian(instance), deep_hessian(instance))
     eigenvalues = np.sort(np.linalg.eigvalsh(first))
     assert np.all((eigenvalues[:90] > 0) & (eigenvalues[:90] < 1)) and np.all(eigenvalues[90:] > 30)
+
+
+def test_average_pool_same_excludes_the_padding():
+    graph = Graph(tf.float64)
+    pooled = graph.run(lambda g, x, t: g.average_pooling2d(x, 3, (1, 1), "SAME"), np.ones((1, 5, 5, 1)), False)
+    np.testing.assert_array_equal(pooled.numpy(), np.ones((1, 5, 5, 1)))
+
+
+def test_inception_loss_written_out_in_float64_is_the_original_function():
+    # The original's tf.losses.softmax_cross_entropy rounds its losses to float32 (even for float64
+    # inputs); the float64 write-out must agree with it to float32 round-off, and be exact otherwise.
+    from tf_reference.models.inception_v3 import softmax_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(3, 1001)) * 3)
+    one_hot = tf.one_hot([0, 5, 1000], 1001, dtype=tf.float64)
+    written_out = softmax_cross_entropy(one_hot, logits, weights=0.4, label_smoothing=0.1).numpy()
+    original = tf.compat.v1.losses.softmax_cross_entropy(
+        onehot_labels=one_hot, logits=logits, weights=0.4, label_smoothing=0.1,
+        reduction=tf.compat.v1.losses.Reduction.NONE).numpy()
+    assert original.dtype == np.float64
+    np.testing.assert_allclose(written_out, original, rtol=2e-7)
+    assert not np.array_equal(written_out, original)  # the original's float32 rounding is really there
+    in_float32 = softmax_cross_entropy(tf.cast(one_hot, tf.float32), tf.cast(logits, tf.float32), 0.4, 0.1)
+    np.testing.assert_allclose(in_float32.numpy(), written_out, rtol=2e-6)

@@ -190,6 +190,16 @@ class Graph:
         name = self._layer_name("max_pooling2d")
         return self.tap(name, tf.nn.max_pool2d(x, pool_size, strides, padding.upper()))
 
+    def average_pooling2d(self, x, pool_size: int, strides, padding: str = "valid") -> tf.Tensor:
+        """tf.layers.average_pooling2d: 'SAME' windows average over their valid inputs only (padding excluded)."""
+        name = self._layer_name("average_pooling2d")
+        return self.tap(name, tf.nn.avg_pool2d(x, pool_size, strides, padding.upper()))
+
+    def max_pool(self, x, ksize, strides, padding: str) -> tf.Tensor:
+        """tf.nn.max_pool called directly (no tf.layers layer): tapped as 'max_pool', uniquified per scope."""
+        name = self._layer_name("max_pool")
+        return self.tap(name, tf.nn.max_pool2d(x, ksize, strides, padding))
+
     def batch_normalization(self, x, momentum: float = 0.99, epsilon: float = 1e-3, training: bool = False):
         """tf.layers.batch_normalization(fused=True) on the last axis.
 

@@ -17,6 +17,7 @@ from tf_reference.models.allcnnc import allcnnc
 from tf_reference.models.char_rnn import SEQ_LENGTH, VOCAB_SIZE, char_rnn, sequence_accuracy, sequence_losses
 from tf_reference.models.cnn_2c2d import cnn_2c2d
 from tf_reference.models.cnn_3c3d import cnn_3c3d
+from tf_reference.models.inception_v3 import inception_v3, inception_v3_losses, main_logits_accuracy
 from tf_reference.models.logreg import logreg
 from tf_reference.models.mlp import mlp
 from tf_reference.models.quadratic import DIM, deep_hessian, quadratic
@@ -73,6 +74,8 @@ CHAR_RNN = Family("char_rnn", (InputSpec("chars", (SEQ_LENGTH,), "ids", VOCAB_SI
                   sequence_losses, sequence_accuracy, stateful=True)
 QUADRATIC = Family("quadratic", (InputSpec("x", (DIM,), "vector"),), "none", ("losses",),
                    lambda losses, _: losses, None)
+INCEPTION_V3 = Family("classification_aux_head", (InputSpec("images", (224, 224, 3), "image"),), "labels",
+                      ("logits", "aux_logits"), inception_v3_losses, main_logits_accuracy)
 TWO_D = Family("two_d", (InputSpec("x", (), "vector"), InputSpec("y", (), "vector")), "none", ("losses",),
                lambda losses, _: losses, None)
 
@@ -92,6 +95,7 @@ class ReferenceSpec:
 
 MNIST = (28, 28, 1)
 IMAGE32 = (32, 32, 3)
+IMAGENET = (224, 224, 3)
 
 
 def _classifier(name, model, num_outputs, input_shape, weight_decay):
@@ -117,6 +121,8 @@ _SPECS = (
     ReferenceSpec("two_d_rosenbrock", lambda: two_d("rosenbrock"), TWO_D, None, None),
     ReferenceSpec("two_d_beale", lambda: two_d("beale"), TWO_D, None, None),
     ReferenceSpec("two_d_branin", lambda: two_d("branin"), TWO_D, None, None),
+    _classifier("cifar100_wrn404", lambda: wrn(6, 4, 100, 5e-4), 100, IMAGE32, 5e-4),
+    ReferenceSpec("imagenet_inception_v3", lambda: inception_v3(5e-4), INCEPTION_V3, 1001, 5e-4),
 )
 
 REFERENCE_PROBLEMS: dict[str, ReferenceSpec] = {spec.name: spec for spec in _SPECS}
