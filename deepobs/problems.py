@@ -13,6 +13,7 @@ from deepobs.models.cnn_2c2d import TwoC2D
 from deepobs.models.cnn_3c3d import ThreeC3D
 from deepobs.models.logreg import LogReg
 from deepobs.models.mlp import MLP
+from deepobs.models.vgg import VGG
 from deepobs.models.wrn import WideResNet
 
 
@@ -42,6 +43,7 @@ class Problem:
 
 MNIST_SHAPE = (1, 28, 28)
 IMAGE32_SHAPE = (3, 32, 32)
+IMAGENET_SHAPE = (3, 224, 224)
 
 _PROBLEMS = (
     Problem("mnist_logreg", "mnist", lambda: LogReg(10), 10, MNIST_SHAPE, 0.0, 128),
@@ -56,6 +58,13 @@ _PROBLEMS = (
     Problem("svhn_3c3d", "svhn", lambda: ThreeC3D(10), 10, IMAGE32_SHAPE, 0.002, None),
     Problem("cifar100_allcnnc", "cifar100", lambda: AllCNNC(100), 100, IMAGE32_SHAPE, 5e-4, 256),
     Problem("svhn_wrn164", "svhn", lambda: WideResNet(2, 4, 10), 10, IMAGE32_SHAPE, 5e-4, 128),
+    Problem("cifar10_vgg16", "cifar10", lambda: VGG(16, 10), 10, IMAGE32_SHAPE, 5e-4, None),
+    Problem("cifar10_vgg19", "cifar10", lambda: VGG(19, 10), 10, IMAGE32_SHAPE, 5e-4, None),
+    Problem("cifar100_vgg16", "cifar100", lambda: VGG(16, 100), 100, IMAGE32_SHAPE, 5e-4, None),
+    Problem("cifar100_vgg19", "cifar100", lambda: VGG(19, 100), 100, IMAGE32_SHAPE, 5e-4, None),
+    # 1001 outputs: the original's ImageNet labels keep class 0 for "background".
+    Problem("imagenet_vgg16", "imagenet", lambda: VGG(16, 1001), 1001, IMAGENET_SHAPE, 5e-4, None),
+    Problem("imagenet_vgg19", "imagenet", lambda: VGG(19, 1001), 1001, IMAGENET_SHAPE, 5e-4, None),
 )
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in _PROBLEMS}

@@ -131,6 +131,28 @@ def wrn_map(num_residual_units: int, widening_factor: int) -> ProblemMap:
     return ProblemMap(tuple(params), tuple(taps))
 
 
+def vgg_map(variant: int) -> ProblemMap:
+    """From the port's layer table (deepobs.models.vgg.CFGS): one row per conv or pool, then the head."""
+    from deepobs.models.vgg import CFGS, FEATURE_CHW, POOL
+
+    params, taps = [], [TapRow("resize_images", "resize")]
+    convs = pools = 0
+    for index, item in enumerate(CFGS[variant]):
+        if item == POOL:
+            taps.append(TapRow(_layer_name("max_pooling2d", pools), f"features.{index}"))
+            pools += 1
+        else:
+            reference = _layer_name("conv2d", convs)
+            params += _conv(f"features.{index}.0", reference)
+            taps.append(TapRow(reference, f"features.{index}"))
+            convs += 1
+    params += _dense("classifier.0.0", "dense", after_flatten_chw=FEATURE_CHW)
+    params += _dense("classifier.2.0", "dense_1") + _dense("classifier.4", "dense_2")
+    taps += [TapRow("dense", "classifier.0"), TapRow("dropout", "classifier.1"), TapRow("dense_1", "classifier.2"),
+             TapRow("dropout_1", "classifier.3"), TapRow("dense_2", "classifier.4")]
+    return ProblemMap(tuple(params), tuple(taps))
+
+
 MAPS: dict[str, ProblemMap] = {
     "mnist_logreg": logreg_map(),
     "mnist_mlp": mlp_map(),
@@ -143,4 +165,5 @@ MAPS: dict[str, ProblemMap] = {
     "svhn_3c3d": cnn_3c3d_map(),
     "cifar100_allcnnc": allcnnc_map(),
     "svhn_wrn164": wrn_map(2, 4),
+    **{f"{data}_vgg{variant}": vgg_map(variant) for data in ("cifar10", "cifar100", "imagenet") for variant in (16, 19)},
 }

@@ -13,6 +13,7 @@ from tf_reference.models.cnn_2c2d import cnn_2c2d
 from tf_reference.models.cnn_3c3d import cnn_3c3d
 from tf_reference.models.logreg import logreg
 from tf_reference.models.mlp import mlp
+from tf_reference.models.vgg import vgg
 from tf_reference.models.wrn import wrn
 
 
@@ -27,6 +28,7 @@ class ReferenceSpec:
 
 MNIST = (28, 28, 1)
 IMAGE32 = (32, 32, 3)
+IMAGENET = (224, 224, 3)
 
 _SPECS = (
     ReferenceSpec("mnist_logreg", lambda: logreg(10), 10, MNIST, None),
@@ -40,6 +42,13 @@ _SPECS = (
     ReferenceSpec("svhn_3c3d", lambda: cnn_3c3d(10, 0.002), 10, IMAGE32, 0.002),
     ReferenceSpec("cifar100_allcnnc", lambda: allcnnc(100, 5e-4), 100, IMAGE32, 5e-4),
     ReferenceSpec("svhn_wrn164", lambda: wrn(2, 4, 10, 5e-4), 10, IMAGE32, 5e-4),
+    ReferenceSpec("cifar10_vgg16", lambda: vgg(16, 10, 5e-4), 10, IMAGE32, 5e-4),
+    ReferenceSpec("cifar10_vgg19", lambda: vgg(19, 10, 5e-4), 10, IMAGE32, 5e-4),
+    ReferenceSpec("cifar100_vgg16", lambda: vgg(16, 100, 5e-4), 100, IMAGE32, 5e-4),
+    ReferenceSpec("cifar100_vgg19", lambda: vgg(19, 100, 5e-4), 100, IMAGE32, 5e-4),
+    # 1001 outputs: the original's ImageNet labels keep class 0 for "background".
+    ReferenceSpec("imagenet_vgg16", lambda: vgg(16, 1001, 5e-4), 1001, IMAGENET, 5e-4),
+    ReferenceSpec("imagenet_vgg19", lambda: vgg(19, 1001, 5e-4), 1001, IMAGENET, 5e-4),
 )
 
 REFERENCE_PROBLEMS: dict[str, ReferenceSpec] = {spec.name: spec for spec in _SPECS}
