@@ -117,3 +117,50 @@ def test_nan_in_the_port_is_a_failed_check_not_a_crash():
         model.fc2.register_forward_hook(lambda module, args, output: output * float("nan"))
     first = failing(port_with(edit), "mnist_2c2d", "forward")
     assert first.item == "dense_1" and "non-finite" in first.note
+
+
+# --- VGG (224x224: each audit builds a 134M-parameter pair, so these are slow) ------------------
+
+class InterpolateResize(nn.Module):
+    """The usual PyTorch port of tf.image.resize_images: F.interpolate, which samples other points."""
+
+    def __init__(self, align_corners: bool):
+        super().__init__()
+        self.align_corners = align_corners
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=self.align_corners)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("align_corners", [False, True], ids=["half_pixel", "align_corners"])
+def test_interpolate_resize_instead_of_tf1_resize_images(align_corners):
+    def edit(model):
+        model.resize = InterpolateResize(align_corners)
+    first = failing(port_with(edit), "cifar10_vgg16", "forward")
+    assert first.item == "resize_images" and first.max_rel > 1e-3
+
+
+@pytest.mark.slow
+def test_l2_on_vgg_dense_layers():
+    def loss_terms(problem, model, logits, labels):
+        data_loss = losses.softmax_cross_entropy(logits, labels).mean()
+        kernels = [p for name, p in model.named_parameters() if name.endswith("weight")]  # convs and denses
+        return data_loss, losses.l2_regularizer(kernels, PROBLEMS[problem].weight_decay)
+    port = port_with(loss_terms=loss_terms)
+    assert failing(port, "cifar10_vgg16", "loss").item == "regularizer"
+    assert failing(port, "cifar10_vgg16", "gradients").item == "dense/kernel"
+
+
+@pytest.mark.slow
+def test_vgg_conv_without_bias():
+    # The porter drops one conv's bias and, consistently, its row from the weight map.
+    from deepobs.layers import Conv2dSame
+
+    def edit(model):
+        model.features[7][0] = Conv2dSame(128, 256, 3, bias=False)  # conv3_1, the original's conv2d_4
+    rows = tuple(r for r in MAPS["cifar10_vgg16"].params if r.port != "features.7.0.bias")
+    maps = dict(MAPS, cifar10_vgg16=ProblemMap(rows, MAPS["cifar10_vgg16"].taps))
+    [result] = audit_problem(port_with(edit, weight_maps=maps), "cifar10_vgg16", "float64", checks=["forward"])
+    assert result.check == "setup" and not result.passed
+    assert "reference variables not in the weight map: conv2d_4/bias" in result.error
