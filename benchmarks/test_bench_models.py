@@ -39,6 +39,9 @@ LEARNING_RATE = 1e-3  # small enough that 100 steps on one batch neither diverge
 BATCH_CAPS = {
     "cifar100_allcnnc": 32,  # default 256: 3.9 s / 4.3 s per step
     "svhn_wrn164": 32,  # default 128: 2.6 s / 3.5 s per step
+    # VGG at 224x224 (no default batch; 128 would be ~1 min per step here): about 31 GFLOP per example
+    # and training step, forward and backward.
+    **{f"{data}_vgg{variant}": 8 for data in ("cifar10", "cifar100", "imagenet") for variant in (16, 19)},
 }
 UNCAPPED = os.environ.get("BENCH_UNCAPPED") == "1"  # run every problem at its default batch
 

@@ -60,6 +60,7 @@ class AuditPair:
     inference_cache: list = field(default_factory=list)  # see inference_at_audit_weights
     # Large models: every optimizer step takes batch 0's gradients at the audit weights (see check_optimizer).
     fixed_step_gradients: bool = False
+    port_layout_gradients: dict = field(default_factory=dict)  # batch 0's gradients converted once (see _set_port_grads)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -469,7 +470,7 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
             cached = gradients_at_audit_weights(pair, 0)
             reference_grads, port_grads = cached.reference, cached.port
             pair.sync(before, before_port)
-            _set_port_grads(pair, port_grads)
+            _set_port_grads(pair, port_grads, cache_key="port")
         else:
             reference_grads, draws, _ = reference_gradients(pair, batch)
             pair.sync(before, before_port)  # undo the BN statistics the reference's train-mode forward moved
@@ -484,7 +485,8 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
 
         load_port_values(pair.model, before_port)  # the port back to its pre-step state
         _restore_state(pair, kind, optimizer, counters_before, slots_before)
-        _set_port_grads(pair, reference_grads)
+        _set_port_grads(pair, reference_grads,
+                        cache_key="reference" if step == 1 or pair.fixed_step_gradients else None)
         optimizer.step()
         fed.comparisons += _step_comparisons(pair, kind, optimizer, reference, before_port, step)
         if missing := [name for name, grad in port_grads.items() if grad is None]:
@@ -527,13 +529,27 @@ def _restore_state(pair: AuditPair, kind: str, optimizer, counters: dict, slots:
         optimizer.state[param] = state
 
 
-def _set_port_grads(pair: AuditPair, gradients: dict[str, np.ndarray | None]) -> None:
-    """Gradients in reference layouts (by reference name) into the port parameters' .grad."""
+def _set_port_grads(pair: AuditPair, gradients: dict[str, np.ndarray | None], cache_key: str | None = None) -> None:
+    """Gradients in reference layouts (by reference name) into the port parameters' .grad.
+
+    With a cache_key (batch 0's gradients, which every optimizer's first step, and every step of
+    a large model, takes), the layout conversion is done once per pair; each step gets a copy.
+    """
     tensors = port_tensors(pair.model)
+    if cache_key is not None and cache_key not in pair.port_layout_gradients:
+        pair.port_layout_gradients[cache_key] = {
+            name: None if gradients.get(name) is None else
+            torch.from_numpy(to_port_layout(row, gradients[name])).to(pair.torch_dtype)
+            for name, row in pair.trainable_rows()}
+    converted = pair.port_layout_gradients.get(cache_key) if cache_key is not None else None
     for name, row in pair.trainable_rows():
-        gradient = gradients.get(name)
-        tensors[row.port].grad = None if gradient is None else \
-            torch.from_numpy(to_port_layout(row, gradient)).to(pair.torch_dtype)
+        if converted is not None:
+            gradient = converted[name]
+            tensors[row.port].grad = None if gradient is None else gradient.clone()
+        else:
+            gradient = gradients.get(name)
+            tensors[row.port].grad = None if gradient is None else \
+                torch.from_numpy(to_port_layout(row, gradient)).to(pair.torch_dtype)
 
 
 def stock_adam_deviation(pair: AuditPair) -> str:

@@ -147,9 +147,10 @@ def test_l2_on_vgg_dense_layers():
         data_loss = losses.softmax_cross_entropy(logits, labels).mean()
         kernels = [p for name, p in model.named_parameters() if name.endswith("weight")]  # convs and denses
         return data_loss, losses.l2_regularizer(kernels, PROBLEMS[problem].weight_decay)
-    port = port_with(loss_terms=loss_terms)
-    assert failing(port, "cifar10_vgg16", "loss").item == "regularizer"
-    assert failing(port, "cifar10_vgg16", "gradients").item == "dense/kernel"
+    results = {r.check: r for r in audit_problem(port_with(loss_terms=loss_terms), "cifar10_vgg16", "float64",
+                                                 checks=["loss", "gradients"])}  # one model pair for both
+    assert not results["loss"].passed and results["loss"].first_divergence.item == "regularizer"
+    assert not results["gradients"].passed and results["gradients"].first_divergence.item == "dense/kernel"
 
 
 @pytest.mark.slow
@@ -158,8 +159,8 @@ def test_vgg_conv_without_bias():
     from deepobs.layers import Conv2dSame
 
     def edit(model):
-        model.features[7][0] = Conv2dSame(128, 256, 3, bias=False)  # conv3_1, the original's conv2d_4
-    rows = tuple(r for r in MAPS["cifar10_vgg16"].params if r.port != "features.7.0.bias")
+        model.features[6][0] = Conv2dSame(128, 256, 3, bias=False)  # conv3_1, the original's conv2d_4
+    rows = tuple(r for r in MAPS["cifar10_vgg16"].params if r.port != "features.6.0.bias")
     maps = dict(MAPS, cifar10_vgg16=ProblemMap(rows, MAPS["cifar10_vgg16"].taps))
     [result] = audit_problem(port_with(edit, weight_maps=maps), "cifar10_vgg16", "float64", checks=["forward"])
     assert result.check == "setup" and not result.passed
