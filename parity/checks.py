@@ -420,13 +420,16 @@ def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_po
     for name, row in pair.trainable_rows():
         own_gradients = port_grads is not None and port_grads.get(name) is not None
 
-        def explained(quantity: str, name=name, row=row, own_gradients=own_gradients):
+        propagated: dict = {}  # this tensor's propagated errors, computed at most once for the update and slots
+
+        def explained(quantity: str, name=name, row=row, own_gradients=own_gradients, propagated=propagated):
             # An update is seen only through the parameter, rounded to its dtype on both sides.
             bound = 2 * machine_epsilon * np.abs(before_port[row.port]) if quantity == "update" else 0.0
             if own_gradients:
-                propagated = propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
-                                                       slots_before[name])[quantity]
-                bound = bound + to_port_layout(row, propagated)
+                if not propagated:
+                    propagated.update(propagated_gradient_error(kind, step, reference_grads[name], port_grads[name],
+                                                                slots_before[name]))
+                bound = bound + to_port_layout(row, propagated[quantity])
             return bound
 
         port_update = tensors[row.port].detach().numpy() - before_port[row.port]
