@@ -13,8 +13,13 @@ from parity.checks import CHECKS
 from parity.port import deepobs_port
 from parity.tolerances import TOLERANCES
 from deepobs.problems import PROBLEMS
+from parity.audit import split_heavy
 
 pytestmark = pytest.mark.parity
+
+# The large models (VGG: ~140M parameters, 224x224) cost minutes and GBs per float64 audit: the
+# audit itself (tox -e parity) covers them; here tests/test_vgg.py and the planted-bug tests do.
+LIGHT_PROBLEMS, HEAVY_PROBLEMS = split_heavy(deepobs_port(), sorted(PROBLEMS))
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,7 +32,7 @@ CHECK_NAMES = [name for check in CHECKS for name in
 
 
 @pytest.mark.parametrize("check", CHECK_NAMES)
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS)
 def test_check_passes_in_float64(problem, check):
     result = audited(problem, "float64")[check]
     assert not result.error, result.error
@@ -54,7 +59,7 @@ def test_unknown_problem_is_refused():
         resolve_problems(deepobs_port(), ["nope"])
 
 
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS + [pytest.param(p, marks=pytest.mark.slow) for p in HEAVY_PROBLEMS])
 def test_weights_port_both_ways(problem):
     from parity.audit import build_pair
     from parity.porting import port_to_reference

@@ -19,6 +19,7 @@ from scipy import stats
 from torch import nn
 
 from deepobs.problems import PROBLEMS
+from parity.audit import split_heavy
 from parity.frameworks import load_tensorflow
 from parity.init_check import (CRITERIA, DEFAULT_SEEDS, MAX_DRAWS, TRUNCATED_NORMAL_STD_CORRECTION, Sample,
                                audit_init, check_init, random_outcomes)
@@ -44,7 +45,10 @@ def port() -> Port:
     return deepobs_port()
 
 
-@pytest.mark.parametrize("problem", list(PROBLEMS))
+LIGHT_PROBLEMS, HEAVY_PROBLEMS = split_heavy(deepobs_port(), list(PROBLEMS))
+
+
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS + [pytest.param(p, marks=pytest.mark.slow) for p in HEAVY_PROBLEMS])
 def test_port_initialisers_match_the_original(port, problem):
     result = check_init(port, problem)
     assert not result.error, result.error
@@ -82,7 +86,7 @@ def test_check_leaves_the_callers_torch_rng_alone(port):
 @pytest.mark.parametrize("index", range(1, FALSE_ALARM_SEED_SETS + 1))
 def test_no_false_alarm_on_the_correct_port(port, index):
     """Each seed set redraws every tensor of all 11 problems on both sides (180 tests at alpha 1e-5)."""
-    results = audit_init(port, list(PROBLEMS), seeds=seed_set(index))
+    results = audit_init(port, LIGHT_PROBLEMS, seeds=seed_set(index))
     assert all(not r.error for r in results)
     assert {r.problem: failures(r) for r in results if not r.passed} == {}
 
