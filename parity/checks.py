@@ -26,6 +26,7 @@ from parity.tolerances import tolerance
 tf = load_tensorflow()
 
 LEARNING_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3}
+PROPAGATION_BLOCK = 1 << 22  # elements per block in propagated_gradient_error
 OPTIMIZER_STEPS = 3
 
 
@@ -358,11 +359,24 @@ def propagated_gradient_error(kind: str, step: int, reference_gradient: np.ndarr
     within this, the update formula alone in the '(reference gradients)' variant, and the
     gradients themselves in the 'gradients' check.
     """
-    reference_update, reference_slots = tf1_update(kind, step, reference_gradient.astype(np.float64), slots_before)
-    port_update, port_slots = tf1_update(kind, step, port_gradient.astype(np.float64), slots_before)
-    explained = {"update": 2 * np.abs(port_update - reference_update)}
-    explained |= {slot: 2 * np.abs(port_slots[slot] - reference_slots[slot]) for slot in reference_slots}
-    return explained
+    # Elementwise, so computed block by block: a 100M-element kernel's float64 temporaries never exist whole.
+    shape = np.shape(reference_gradient)
+    reference_flat, port_flat = np.reshape(reference_gradient, -1), np.reshape(port_gradient, -1)
+    slots_flat = {slot: np.reshape(value, -1) for slot, value in slots_before.items()}
+    explained: dict[str, np.ndarray] = {}
+    for start in range(0, reference_flat.size, PROPAGATION_BLOCK):
+        block = slice(start, start + PROPAGATION_BLOCK)
+        slots_block = {slot: value[block] for slot, value in slots_flat.items()}
+        reference_update, reference_slots = tf1_update(kind, step, reference_flat[block].astype(np.float64),
+                                                       slots_block)
+        port_update, port_slots = tf1_update(kind, step, port_flat[block].astype(np.float64), slots_block)
+        parts = {"update": 2 * np.abs(port_update - reference_update)}
+        parts |= {slot: 2 * np.abs(port_slots[slot] - reference_slots[slot]) for slot in reference_slots}
+        for quantity, part in parts.items():
+            explained.setdefault(quantity, np.empty(reference_flat.size, np.float64))[block] = part
+    if not explained:  # an empty tensor
+        return {"update": np.zeros(shape)} | {slot: np.zeros(shape) for slot in slots_before}
+    return {quantity: value.reshape(shape) for quantity, value in explained.items()}
 
 
 def _make_port_optimizer(pair: AuditPair, kind: str) -> torch.optim.Optimizer:
