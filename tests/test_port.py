@@ -13,6 +13,8 @@ ORIGINAL_PARAMETER_COUNTS = {
     "mnist_logreg": 7850, "mnist_mlp": 1336610, "mnist_2c2d": 3274634, "fmnist_logreg": 7850,
     "fmnist_mlp": 1336610, "fmnist_2c2d": 3274634, "cifar10_3c3d": 895210, "cifar100_3c3d": 918340,
     "svhn_3c3d": 895210, "cifar100_allcnnc": 1387108, "svhn_wrn164": 2748890,
+    "cifar10_vgg16": 134301514, "cifar10_vgg19": 139611210, "cifar100_vgg16": 134670244,
+    "cifar100_vgg19": 139979940, "imagenet_vgg16": 138361641, "imagenet_vgg19": 143671337,
 }
 
 
