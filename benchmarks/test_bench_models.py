@@ -44,6 +44,9 @@ BATCH_CAPS = {
     "svhn_wrn164": 32,  # default 128: 2.6 s / 3.5 s per step
     "cifar100_wrn404": 32,  # no default (128 here): about 3x svhn_wrn164's work per example
     "imagenet_inception_v3": 8,  # no default (128 here; 32 in the paper): 299x299 inputs, 27M parameters
+    # VGG at 224x224 (no default batch; 128 would be ~1 min per step here): about 31 GFLOP per example
+    # and training step, forward and backward.
+    **{f"{data}_vgg{variant}": 8 for data in ("cifar10", "cifar100", "imagenet") for variant in (16, 19)},
 }
 UNCAPPED = os.environ.get("BENCH_UNCAPPED") == "1"  # run every problem at its default batch
 

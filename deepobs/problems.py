@@ -25,6 +25,7 @@ from deepobs.models.mlp import MLP
 from deepobs.models.quadratic import DIM, Quadratic, deep_hessian
 from deepobs.models.two_d import TwoD
 from deepobs.models.vae import VAE, vae_losses
+from deepobs.models.vgg import VGG
 from deepobs.models.wrn import WideResNet
 
 
@@ -153,6 +154,13 @@ _PROBLEMS = (
     Problem("two_d_branin", "two_d", lambda: TwoD("branin"), TWO_D_FAMILY, None, 0.0, None),
     Problem("cifar100_wrn404", "cifar100", lambda: WideResNet(6, 4, 100), IMAGE32, 100, 5e-4, None),
     Problem("imagenet_inception_v3", "imagenet", lambda: InceptionV3(1001), INCEPTION_V3_FAMILY, 1001, 5e-4, None),
+    Problem("cifar10_vgg16", "cifar10", lambda: VGG(16, 10), IMAGE32, 10, 5e-4, None),
+    Problem("cifar10_vgg19", "cifar10", lambda: VGG(19, 10), IMAGE32, 10, 5e-4, None),
+    Problem("cifar100_vgg16", "cifar100", lambda: VGG(16, 100), IMAGE32, 100, 5e-4, None),
+    Problem("cifar100_vgg19", "cifar100", lambda: VGG(19, 100), IMAGE32, 100, 5e-4, None),
+    # 1001 outputs: the original's ImageNet labels keep class 0 for "background".
+    Problem("imagenet_vgg16", "imagenet", lambda: VGG(16, 1001), IMAGENET, 1001, 5e-4, None),
+    Problem("imagenet_vgg19", "imagenet", lambda: VGG(19, 1001), IMAGENET, 1001, 5e-4, None),
 )
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in _PROBLEMS}

@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     audit = commands.add_parser("audit", help="run the layer-by-layer audit and write a report")
     audit.add_argument("--problem", nargs="+", metavar="NAME", help="problems to audit (default: all registered)")
+    audit.add_argument("--set", dest="problem_set", choices=("all", "light", "deep"), default="all",
+                       help="with no --problem: every problem (default), all but the deep ones (light), or only "
+                            "the deep ones (VGG, WRN-40-4, Inception v3; see parity.audit.DEEP_PROBLEMS)")
     audit.add_argument("--dtype", choices=[*DTYPES, "both"], default="both",
                        help="float32, float64 or both (default)")
     audit.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
@@ -62,7 +65,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from parity.audit import UnknownProblemError, environment, resolve_problems, run_audit, run_audit_parallel
+        from parity.audit import (UnknownProblemError, environment, resolve_problems, run_audit, run_audit_parallel,
+                                  select_problem_set)
         from parity.port import PortError, load_port
         from parity.report import summary, write_reports
         from parity.frameworks import require_tensorflow
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = load_port(args.port)
         problems = resolve_problems(port, args.problem if args.command == "audit" else None)
+        if args.command == "audit" and not args.problem:
+            problems = select_problem_set(problems, args.problem_set)
     except (PortError, UnknownProblemError) as error:
         return fail(str(error))
     if args.command == "list":

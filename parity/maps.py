@@ -238,6 +238,25 @@ def inception_v3_map() -> ProblemMap:
     params += _dense("aux_head.dense", "aux_head/dense") + _dense("head.dense", "output/dense")
     taps += block_outputs + [TapRow("aux_head/dense", "aux_head"), TapRow("output/average_pooling2d", "head.pool"),
                              TapRow("output/dropout", "head.dropout"), TapRow("output/dense", "head.dense")]
+def vgg_map(variant: int) -> ProblemMap:
+    """From the port's layer table (deepobs.models.vgg.CFGS): one row per conv or pool, then the head."""
+    from deepobs.models.vgg import CFGS, FEATURE_CHW, POOL
+
+    params, taps = [], [TapRow("resize_images", "resize")]
+    convs = pools = 0
+    for index, item in enumerate(CFGS[variant]):
+        if item == POOL:
+            taps.append(TapRow(_layer_name("max_pooling2d", pools), f"features.{index}"))
+            pools += 1
+        else:
+            reference = _layer_name("conv2d", convs)
+            params += _conv(f"features.{index}.0", reference)
+            taps.append(TapRow(reference, f"features.{index}"))
+            convs += 1
+    params += _dense("classifier.0.0", "dense", after_flatten_chw=FEATURE_CHW)
+    params += _dense("classifier.2.0", "dense_1") + _dense("classifier.4", "dense_2")
+    taps += [TapRow("dense", "classifier.0"), TapRow("dropout", "classifier.1"), TapRow("dense_1", "classifier.2"),
+             TapRow("dropout_1", "classifier.3"), TapRow("dense_2", "classifier.4")]
     return ProblemMap(tuple(params), tuple(taps))
 
 
@@ -262,4 +281,5 @@ MAPS: dict[str, ProblemMap] = {
     "two_d_branin": two_d_map(),
     "cifar100_wrn404": wrn_map(6, 4),
     "imagenet_inception_v3": inception_v3_map(),
+    **{f"{data}_vgg{variant}": vgg_map(variant) for data in ("cifar10", "cifar100", "imagenet") for variant in (16, 19)},
 }

@@ -10,6 +10,14 @@ Deep nets (after "deep:"): cifar100_wrn404 (W404) and imagenet_inception_v3 (I3)
 marked FAILS exceed the declared tolerance: those problems are audited outside the default run
 (`tox -e parity-deep`, see README), and the tolerance was not widened.
 
+VGG (cifar10_vgg16, float32, batch 2; the other VGG problems and float64 VGG were not measured in
+this session: a float64 VGG audit needs more memory than the shared machine had free). Every value
+is under the floor above, so no tolerance changed: forward 8.0e-7 (dense), loss 2.2e-7, gradients
+6.5e-6 (conv2d/bias; no ReLU kink flips on batch 0), train_mode 8.0e-7, step/sgd and step/momentum
+6.5e-6 with the port's gradients, 1.8e-6 with the reference's; step/adam 7.5e-6 with the reference's
+gradients, and with the port's within the propagated gradient difference (raw 0.77 on conv2d_8/kernel,
+Adam's amplification of near-zero gradient elements, as for the small problems).
+
 Step checks compare each parameter's update and optimizer slot. Two allowances there are
 computed, not declared: the update is seen only through the parameter, rounded to its dtype
 (2 ulp of |theta|), and in the end-to-end variant the gradient difference (checked on its own in

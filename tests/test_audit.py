@@ -14,8 +14,13 @@ from parity.checks import CHECKS
 from parity.port import deepobs_port
 from parity.tolerances import TOLERANCES
 from deepobs.problems import PROBLEMS
+from parity.audit import DEEP_PROBLEMS
 
 pytestmark = pytest.mark.parity
+
+# The deep problems cost minutes and GBs per audit: their tests carry the `deep` marker (tox -e deep).
+LIGHT_PROBLEMS = [p for p in sorted(PROBLEMS) if p not in DEEP_PROBLEMS]
+DEEP = [pytest.param(p, marks=pytest.mark.deep) for p in sorted(DEEP_PROBLEMS)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,7 +33,7 @@ CHECK_NAMES = [name for check in CHECKS for name in
 
 
 @pytest.mark.parametrize("check", CHECK_NAMES)
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS + DEEP)
 def test_check_passes_in_float64(problem, check):
     result = audited(problem, "float64")[check]
     assert not result.error, result.error
@@ -69,7 +74,7 @@ def test_unknown_problem_is_refused():
         resolve_problems(deepobs_port(), ["nope"])
 
 
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS + DEEP)
 def test_weights_port_both_ways(problem):
     from parity.audit import build_pair
     from parity.porting import port_to_reference
@@ -135,6 +140,7 @@ def test_one_channel_inputs_reach_the_port_as_a_dataloader_yields_them():
     assert all(r.passed for r in results), [(r.check, r.error, r.first_divergence) for r in results]
 
 
+@pytest.mark.deep
 def test_inception_aux_head_is_compared_in_inference_and_train_mode():
     results = audited("imagenet_inception_v3", "float64")  # shared with the per-check tests above
     aux_layers = {"aux_head/average_pooling2d", "aux_head/conv2d", "aux_head/batch_normalization",

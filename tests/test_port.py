@@ -16,6 +16,8 @@ ORIGINAL_PARAMETER_COUNTS = {
     "mnist_vae": 10151489, "fmnist_vae": 10151489, "tolstoi_char_rnn": 284499, "quadratic_deep": 100,
     "two_d_rosenbrock": 2, "two_d_beale": 2, "two_d_branin": 2,
     "cifar100_wrn404": 8972340, "imagenet_inception_v3": 27164082,  # aux head included
+    "cifar10_vgg16": 134301514, "cifar10_vgg19": 139611210, "cifar100_vgg16": 134670244,
+    "cifar100_vgg19": 139979940, "imagenet_vgg16": 138361641, "imagenet_vgg19": 143671337,
 }
 # Numbers the port holds beyond the original's trainable ones: torch's second LSTM bias, frozen at TF's
 # constant forget_bias (512 per layer).

@@ -23,6 +23,7 @@ from tf_reference.models.mlp import mlp
 from tf_reference.models.quadratic import DIM, deep_hessian, quadratic
 from tf_reference.models.two_d import two_d
 from tf_reference.models.vae import vae, vae_losses
+from tf_reference.models.vgg import vgg
 from tf_reference.models.wrn import wrn
 
 
@@ -123,6 +124,13 @@ _SPECS = (
     ReferenceSpec("two_d_branin", lambda: two_d("branin"), TWO_D, None, None),
     _classifier("cifar100_wrn404", lambda: wrn(6, 4, 100, 5e-4), 100, IMAGE32, 5e-4),
     ReferenceSpec("imagenet_inception_v3", lambda: inception_v3(5e-4), INCEPTION_V3, 1001, 5e-4),
+    _classifier("cifar10_vgg16", lambda: vgg(16, 10, 5e-4), 10, IMAGE32, 5e-4),
+    _classifier("cifar10_vgg19", lambda: vgg(19, 10, 5e-4), 10, IMAGE32, 5e-4),
+    _classifier("cifar100_vgg16", lambda: vgg(16, 100, 5e-4), 100, IMAGE32, 5e-4),
+    _classifier("cifar100_vgg19", lambda: vgg(19, 100, 5e-4), 100, IMAGE32, 5e-4),
+    # 1001 outputs: the original's ImageNet labels keep class 0 for "background".
+    _classifier("imagenet_vgg16", lambda: vgg(16, 1001, 5e-4), 1001, IMAGENET, 5e-4),
+    _classifier("imagenet_vgg19", lambda: vgg(19, 1001, 5e-4), 1001, IMAGENET, 5e-4),
 )
 
 REFERENCE_PROBLEMS: dict[str, ReferenceSpec] = {spec.name: spec for spec in _SPECS}
