@@ -397,7 +397,6 @@ class GradientPair:
     reference_taps: dict
     port: dict[str, np.ndarray | None]  # reference layouts, by reference name
     port_pass: PortPass
-    port_grads: dict[str, torch.Tensor | None]  # port layouts, by port tensor name
     reference_statistics: dict[str, np.ndarray]  # BN moving statistics after the train-mode pass
     port_statistics: dict[str, np.ndarray]  # the port's running statistics then, reference layouts
     reference_loss: dict[str, float]  # the train-mode objective's terms (the train phase's own loss)
@@ -420,7 +419,7 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
                            for row in _statistic_rows(pair)}
         pair.model.zero_grad(set_to_none=True)  # the port's gradients live on in reference layouts only
         pair.gradient_cache[batch_index] = GradientPair(reference_grads, draws, reference_taps, port_grads,
-                                                        port_pass, raw, reference_statistics, port_statistics,
+                                                        port_pass, reference_statistics, port_statistics,
                                                         reference_loss, port_loss)
     return pair.gradient_cache[batch_index]
 
@@ -567,9 +566,7 @@ def _step_comparisons(pair, kind, optimizer, reference: ReferenceStep, before_po
         own_gradients = port_grads is not None and port_grads.get(name) is not None
         item = f"{name} [{row.port}]" if name in split else name
 
-        propagated: dict = {}  # this tensor's propagated errors, computed at most once for the update and slots
-
-        def explained(quantity: str, name=name, row=row, own_gradients=own_gradients, propagated=propagated):
+        def explained(quantity: str, name=name, row=row, own_gradients=own_gradients):
             # An update is seen only through the parameter, rounded to its dtype on both sides.
             bound = 2 * machine_epsilon * np.abs(before_port[row.port]) if quantity == "update" else 0.0
             if own_gradients:
@@ -686,14 +683,14 @@ def _set_port_grads(pair: AuditPair, gradients: dict[str, np.ndarray | None], ca
     """
     tensors = port_tensors(pair.model)
     if cache_key is not None and cache_key not in pair.port_layout_gradients:
-        pair.port_layout_gradients[cache_key] = {
-            name: None if gradients.get(name) is None else
+        pair.port_layout_gradients[cache_key] = {  # by port tensor: a split variable has two
+            row.port: None if gradients.get(name) is None else
             torch.from_numpy(to_port_layout(row, gradients[name])).to(pair.torch_dtype)
             for name, row in pair.trainable_rows()}
     converted = pair.port_layout_gradients.get(cache_key) if cache_key is not None else None
     for name, row in pair.trainable_rows():
         if converted is not None:
-            gradient = converted[name]
+            gradient = converted[row.port]
             tensors[row.port].grad = None if gradient is None else gradient.clone()
         else:
             gradient = gradients.get(name)
