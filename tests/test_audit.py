@@ -45,7 +45,7 @@ def test_check_passes_in_float64(problem, check):
         assert result.comparisons, "a check that compared nothing"
 
 
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", LIGHT_PROBLEMS + DEEP)
 def test_carried_state_applies_exactly_to_stateful_problems(problem):
     result = audited(problem, "float64")["carried_state"]
     if PROBLEMS[problem].family.stateful:
