@@ -137,6 +137,9 @@ def trajectory_command(args) -> int:
         return fail(str(error))
     if unknown := [name for name in args.problem if name not in port.problems]:
         return fail(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(port.problems)}")
+    from tf_reference.problems import REFERENCE_PROBLEMS
+    if other := [name for name in args.problem if REFERENCE_PROBLEMS[name].family.name != "classification"]:
+        return fail(f"trajectory parity covers the classification problems so far; not {', '.join(other)}")
     if args.steps < 1 or args.batch_size < 1:
         return fail("--steps and --batch-size must be positive")
     from deepobs.datasets import DataError

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from parity.dropout import NoiseRecorder, injected_dropout
+from parity.dropout import NoiseRecorder, injected_noise
 from parity.frameworks import TORCH_DTYPES, load_tensorflow
 from parity.porting import port_tensors, port_to_reference, to_port_values, load_port_values
 
@@ -112,7 +112,7 @@ class ReferenceRun:
         variables = self.reference.graph.trainable_variables
         noise = NoiseRecorder(noise_seed)
         with tf.GradientTape() as tape:
-            logits, _ = self.reference.forward(images_nhwc.astype(self.dtype), True, noise)
+            logits, _ = self.reference.forward((images_nhwc.astype(self.dtype),), True, noise)
             data_loss, l2 = self.reference.loss_terms(logits, labels)
             total = data_loss + l2
         gradients = tape.gradient(total, list(variables.values()))
@@ -130,17 +130,18 @@ class PortRun:
         self.model = port.build_model(problem).to(TORCH_DTYPES["float32"])
         self.map = port.weight_maps[problem]
         load_port_values(self.model, to_port_values(initial, self.model, self.map))
-        rows = self.map.param_for_reference()
+        rows = self.map.rows_for_reference()
         tensors = port_tensors(self.model)
-        self.optimizer = port.optimizers[kind]([tensors[rows[name].port] for name in trainable], learning_rate)
+        self.optimizer = port.optimizers[kind]([tensors[row.port] for name in trainable for row in rows[name]],
+                                               learning_rate)
         self.reference_shapes, self.trainable = reference_shapes, trainable
 
     def step(self, images_nhwc: np.ndarray, labels: np.ndarray, draws: list) -> float:
         images = images_nhwc.transpose(0, 3, 1, 2) if images_nhwc.ndim == 4 else images_nhwc
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with injected_dropout(draws):
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(images)).float())
+        with injected_noise(draws):
+            logits = self.model(torch.from_numpy(images).float().clone(memory_format=torch.contiguous_format))
         data_loss, l2 = self.port.loss_terms(self.problem, self.model, logits, torch.from_numpy(labels).long())
         total = data_loss + l2
         total.backward()

@@ -24,7 +24,8 @@ ORIGINAL_PARAMETER_COUNTS = {
 FROZEN_PARAMETER_COUNTS = {"tolstoi_char_rnn": 1024}
 # One example's output shape per output name (the model returns the family's outputs in order).
 OUTPUT_SHAPES = {"logits": lambda p: (p.num_outputs,), "reconstruction": lambda p: (28, 28),
-                 "mean": lambda p: (8,), "std_dev": lambda p: (8,), "losses": lambda p: ()}
+                 "mean": lambda p: (8,), "std_dev": lambda p: (8,), "losses": lambda p: (),
+                 "aux_logits": lambda p: (p.num_outputs,)}
 
 
 def example_inputs(problem, batch: int = 2) -> tuple[torch.Tensor, ...]:

@@ -64,3 +64,10 @@ def test_unknown_problem_is_one_line(capsys):
     assert main(["trajectory", "--problem", "mnist_resnet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "valid names" in err
+
+
+def test_a_problem_outside_its_scope_is_a_usage_error(capsys):
+    from parity.cli import main
+
+    assert main(["trajectory", "--problem", "mnist_vae", "--steps", "1"]) == 2
+    assert "covers the classification problems so far; not mnist_vae" in capsys.readouterr().err
