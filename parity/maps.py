@@ -238,6 +238,9 @@ def inception_v3_map() -> ProblemMap:
     params += _dense("aux_head.dense", "aux_head/dense") + _dense("head.dense", "output/dense")
     taps += block_outputs + [TapRow("aux_head/dense", "aux_head"), TapRow("output/average_pooling2d", "head.pool"),
                              TapRow("output/dropout", "head.dropout"), TapRow("output/dense", "head.dense")]
+    return ProblemMap(tuple(params), tuple(taps))
+
+
 def vgg_map(variant: int) -> ProblemMap:
     """From the port's layer table (deepobs.models.vgg.CFGS): one row per conv or pool, then the head."""
     from deepobs.models.vgg import CFGS, FEATURE_CHW, POOL
