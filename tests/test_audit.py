@@ -149,3 +149,22 @@ def test_inception_aux_head_is_compared_in_inference_and_train_mode():
         assert aux_layers <= {c.item for c in results[check].comparisons}, check
     train_mode = {c.item for c in results["train_mode"].comparisons}
     assert {"train data_loss", "train total_loss", "aux_head/batch_normalization_1/moving_variance"} <= train_mode
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_every_problem_has_a_weight_map_naming_real_port_tensors(problem):
+    # Cheap for the deep problems too (the model is built on the meta device): their full audits
+    # are deep-marked, so this is what keeps their maps from breaking unnoticed in the light suite.
+    from parity.maps import MAPS, ProblemMap
+    from parity.porting import port_tensors
+
+    problem_map = MAPS[problem]
+    assert isinstance(problem_map, ProblemMap) and problem_map.params
+    with torch.device("meta"):
+        model = PROBLEMS[problem].build_model()
+    tensors = port_tensors(model)
+    modules = dict(model.named_modules())
+    assert [row.port for row in problem_map.params if row.port not in tensors] == []
+    assert [row.port for row in problem_map.taps if row.port not in modules] == []
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable <= {row.port for row in problem_map.params}
