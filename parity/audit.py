@@ -18,7 +18,7 @@ from parity.results import CheckResult
 # audit's parent process stays light and its workers import it side by side.
 
 AUDIT_BATCH_SIZE = 2  # small: the audit compares semantics, not throughput; >1 for BN statistics
-AUDIT_BATCHES = 6  # steps use the first 3; the gradient check may skip kink-flip batches
+AUDIT_BATCHES = 3  # the steps and carried_state take 3 consecutive ones; the gradients check, batch 0
 # A problem whose model has more parameters holds several GB in its audit (weights, gradients and
 # optimizer slots in both frameworks, in float64): it is audited alone, with every thread.
 HEAVY_PARAMETERS = 20_000_000

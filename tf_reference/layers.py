@@ -45,6 +45,11 @@ class Graph:
         # The original's non-trainable state variables (the LSTM's c and h), kept apart from `variables`
         # (they are not weights): carried from one run to the next, zeroed by reset_state.
         self.state: dict[str, tf.Variable] = {}
+        # An audit hook, not semantics: tap name -> boolean mask of elements that pass no gradient
+        # (set by the audit to cut round-off kink flips in both frameworks; empty otherwise).
+        self.gradient_cuts: dict[str, np.ndarray] = {}
+        # Audit metadata: max-pool tap name -> (input, window, strides, padding), for finding near-ties.
+        self.pool_inputs: dict[str, tuple] = {}
         tf.random.set_seed(seed)
 
     # --- running ---------------------------------------------------------------
@@ -55,6 +60,7 @@ class Graph:
         integer arrays (character ids) are kept as they are.
         """
         self.taps = {}
+        self.pool_inputs = {}
         self._layer_counts = defaultdict(Counter)
         self._training = training
         self._noise = noise
@@ -132,6 +138,8 @@ class Graph:
 
     def tap(self, name: str, x: tf.Tensor) -> tf.Tensor:
         self.taps[name] = x
+        if name in self.gradient_cuts:
+            return tf.where(self.gradient_cuts[name], tf.stop_gradient(x), x)
         return x
 
     # --- layers (tf.layers semantics) ------------------------------------------
@@ -188,6 +196,7 @@ class Graph:
 
     def max_pooling2d(self, x, pool_size: int, strides: int, padding: str = "valid") -> tf.Tensor:
         name = self._layer_name("max_pooling2d")
+        self.pool_inputs[name] = (x, pool_size, strides, padding.upper())
         return self.tap(name, tf.nn.max_pool2d(x, pool_size, strides, padding.upper()))
 
     def average_pooling2d(self, x, pool_size: int, strides, padding: str = "valid") -> tf.Tensor:
@@ -198,6 +207,7 @@ class Graph:
     def max_pool(self, x, ksize, strides, padding: str) -> tf.Tensor:
         """tf.nn.max_pool called directly (no tf.layers layer): tapped as 'max_pool', uniquified per scope."""
         name = self._layer_name("max_pool")
+        self.pool_inputs[name] = (x, ksize, strides, padding)
         return self.tap(name, tf.nn.max_pool2d(x, ksize, strides, padding))
 
     def batch_normalization(self, x, momentum: float = 0.99, epsilon: float = 1e-3, training: bool = False):
