@@ -159,6 +159,10 @@ def _match_layer(layer: ReferenceLayer, units: list[PortUnit], description: Desc
     expected = _expected_port_shapes(layer)
     same_kind = [u for u in units if not u.used and u.kind == layer.kind]
     unit = next((u for u in same_kind if _fits(u, expected)), None)
+    if unit is None and layer.kind in ("conv", "dense"):
+        raw = _match_raw_layer(layer, units, description)
+        if raw is not None:
+            return raw
     if unit is None:
         offered = "; ".join(f"{u.module or '(model)'} {u.tensors}" for u in same_kind[:4]) or "none left"
         raise AmbiguousMapError(f"no port module fits reference layer {layer.name} ({layer.kind}, port shapes "
@@ -189,6 +193,43 @@ def _match_layer(layer: ReferenceLayer, units: list[PortUnit], description: Desc
     input_size = layer.variables["kernel"][0] - layer.variables["kernel"][1] // 4
     return LayerMatch(layer, unit, "lstm_rows", (unit.module, layer.name, input_size),
                       {"layer": unit.layer} if unit.layer else {})
+
+
+def _match_raw_layer(layer: ReferenceLayer, units: list[PortUnit], description: Description) -> LayerMatch | None:
+    """A conv or dense layer written as raw parameters of a custom module (F.conv2d(x, self.weight, ...),
+    x @ self.weight): its kernel in torch's layout (OIHW; a dense [out, in]) or, for a dense, as the
+    reference's [in, out]; a square dense kernel could be either and is reported."""
+    kernel = layer.variables["kernel"]
+    layouts = {tuple(reversed(kernel)): "dense", kernel: "identity"} if layer.kind == "dense" else \
+        {_expected_port_shapes(layer)["weight"]: "conv"}
+    chw = next((t.dense_input for t in description.taps if t.name == layer.name), None)
+    for index, unit in enumerate(units):
+        if unit.used or unit.kind != "raw":
+            continue
+        [(attribute, shape)] = unit.tensors.items()
+        if shape not in layouts:
+            continue
+        if layer.kind == "dense" and kernel[0] == kernel[1]:
+            raise AmbiguousMapError(f"reference kernel {layer.name}/kernel {kernel} is square: cannot tell whether port "
+                                    f"parameter {unit.name(attribute)} holds it [out, in] or [in, out]; write this row")
+        transform = layouts[shape]
+        if chw and transform == "identity":
+            raise AmbiguousMapError(f"{layer.name} reads a flattened map and {unit.name(attribute)} holds its kernel "
+                                    f"[in, out]: no transform permutes that layout; write this row")
+        if chw:
+            transform = "dense_after_flatten"
+        rows = [ParamRow(unit.name(attribute), f"{layer.name}/kernel", transform, (chw,) if chw else ())]
+        unit.used = True
+        if "bias" in layer.variables:
+            bias = next((u for u in units[index + 1:] if not u.used and u.kind == "raw" and u.module == unit.module
+                         and list(u.tensors.values()) == [layer.variables["bias"]]), None)
+            if bias is None:
+                raise AmbiguousMapError(f"{layer.name}: {unit.name(attribute)} fits its kernel, but module "
+                                        f"{unit.module or '(model)'} has no unused bias of shape {layer.variables['bias']}")
+            bias.used = True
+            rows.append(ParamRow(bias.name(next(iter(bias.tensors))), f"{layer.name}/bias", "identity"))
+        return LayerMatch(layer, unit, "rows", (), rows=rows)
+    return None
 
 
 def _match_raw(layer: ReferenceLayer, units: list[PortUnit], linear_weights: set[str]) -> LayerMatch:
@@ -231,7 +272,8 @@ def infer_params(model: nn.Module, description: Description) -> tuple[list[Layer
             matches.append(_match_raw(layer, units, linear_weights))
         else:
             match = _match_layer(layer, units, description, frozen, notes)
-            match.rows = HELPERS[match.helper](*match.args, **match.kwargs)
+            if match.helper != "rows":
+                match.rows = HELPERS[match.helper](*match.args, **match.kwargs)
             matches.append(match)
     mapped = {row.port for match in matches for row in match.rows}
     if left := [n for n, p in model.named_parameters() if p.requires_grad and n not in mapped]:

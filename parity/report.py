@@ -84,7 +84,8 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         "",
         f"Port `{run.port}` against `tf_reference` on {len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, "
         f"seed {run.seed}. {len(run.results)} checks, {len(failed)} failed, "
-        f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
+        + (f"{len(run.declared)} differ as the port declares, " if run.declared else "")
+        + f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()),
         "",
@@ -152,7 +153,8 @@ def summary(run: AuditRun) -> list[str]:
         where = result.error or f"first divergence at {first.item} (rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)})"
         lines.append(f"FAIL {result.problem} {result.dtype} {result.check}: {where}")
     skipped = sum(1 for r in run.results if r.verdict == "n/a")
-    lines.append(f"{verdict_line(run)}: {len(run.results) - len(failed)}/{len(run.results)} checks "
-                 f"passed ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
+    declared = f" and {len(run.declared)} declared deviation(s)" if run.declared else ""
+    lines.append(f"{verdict_line(run)}: {sum(r.passed for r in run.results)}/{len(run.results)} checks "
+                 f"passed{declared} ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
                  f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines
