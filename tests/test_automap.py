@@ -179,14 +179,15 @@ def test_suggest_map_prints_source_that_builds_the_inferred_map(capsys):
 @pytest.fixture(scope="module")
 def foreign_audit():
     """The mini port's float64 audit without init (its declared initialisers are init_check's business); the
-    BN problem's optimizer steps are left out to keep the suite short (the CLI run in the README has them)."""
+    optimizer steps on mnist_mlp only, to keep the suite short (the CLI run in the README has them all)."""
     port = load_port(FOREIGN)
     model_checks = ["forward", "loss", "gradients", "train_mode"]
-    run = run_audit(port, ["mnist_2c2d", "mnist_mlp", "cifar10_3c3d"], ["float64"],
+    run = run_audit(port, ["mnist_mlp"], ["float64"],
                     checks=model_checks + ["step/sgd", "step/momentum", "step/adam", "carried_state"], init=False)
-    bn = run_audit(port, ["svhn_wrn164"], ["float64"], checks=model_checks, init=False)
-    run.problems += bn.problems
-    run.results += bn.results
+    others = run_audit(port, ["mnist_2c2d", "cifar10_3c3d", "svhn_wrn164"], ["float64"], checks=model_checks,
+                       init=False)
+    run.problems += others.problems
+    run.results += others.results
     return run
 
 
@@ -195,10 +196,11 @@ def test_an_independent_port_without_maps_passes_with_its_declared_deviations(fo
     assert run.passed, [(r.problem, r.check, r.error, r.first_divergence) for r in run.results if r.counts_as_failure]
     assert {r.problem for r in run.results} == {"mnist_2c2d", "mnist_mlp", "cifar10_3c3d", "svhn_wrn164"}
     declared = {(r.problem, r.check) for r in run.declared}
-    assert declared == {(p, c) for p in run.problems[:3] for c in ("step/adam", "step/adam (reference gradients)")}
-    assert verdict_line(run) == "PASSED with 6 declared deviations"
+    assert declared == {("mnist_mlp", "step/adam"), ("mnist_mlp", "step/adam (reference gradients)")}
+    assert {r.check for r in run.results if r.problem == "mnist_mlp" and r.passed} >= {"step/sgd", "step/momentum"}
+    assert verdict_line(run) == "PASSED with 2 declared deviations"
     markdown = to_markdown(run, {})
-    assert "# Parity audit: PASSED with 6 declared deviations" in markdown and "## Declared deviations" in markdown
+    assert "# Parity audit: PASSED with 2 declared deviations" in markdown and "## Declared deviations" in markdown
     assert "uses stock torch.optim.Adam" in markdown and "| declared deviation |" in markdown
     forward = {r.problem: r for r in run.results if r.check == "forward"}
     assert all(any("inferred" in note for note in r.notes) for r in forward.values())
