@@ -163,7 +163,7 @@ def resolve(port: Port) -> Port:
     if getattr(port, "_resolved", False):
         return port
     names = dict(port.problem_names)
-    if unknown := sorted(set(names) - set(port.problems)):
+    if unknown := sorted(n for n in names if n not in port.problems and names[n] not in port.problems):
         raise PortError(f"problem_names names problems the port does not list: {', '.join(unknown)}")
     if names:
         own = {original: mine for mine, original in names.items()}

@@ -85,9 +85,11 @@ def to_html(run: AuditRun, environment: dict, known_deviations: list[str]) -> st
     by_problem: dict[str, list[CheckResult]] = defaultdict(list)
     for result in run.results:
         by_problem[result.problem].append(result)
-    verdict = "PASSED" if run.passed else "FAILED"
+    from parity.report import verdict_line
+
+    verdict = verdict_line(run)
     failed = [r for r in run.results if r.counts_as_failure]
-    body = [f"<h1>Parity audit: <span class=\"{verdict.lower()}\">{verdict}</span></h1>",
+    body = [f"<h1>Parity audit: <span class=\"{'passed' if run.passed else 'failed'}\">{verdict}</span></h1>",
             f"<p>Port <code>{html.escape(run.port)}</code> against <code>tf_reference</code>: "
             f"{len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, seed {run.seed}; "
             f"{len(run.results)} checks, {len(failed)} failed.</p>",
