@@ -17,7 +17,7 @@ import numpy as np
 from tf_reference import initializers
 from tf_reference._tf import tf
 from tf_reference.layers import Graph
-from tf_reference.problems import REFERENCE_PROBLEMS
+from tf_reference.problems import REFERENCE_PROBLEMS, _placeholder
 
 DESCRIBE_BATCH = 2  # > 1: a train-mode BN of a 1x1 map needs two values per channel on the port side
 
@@ -61,7 +61,8 @@ class TapInfo:
             return "batch norm output, before any activation"
         if self.kind in ("conv", "dense", "conv_transpose"):
             return f"after the activation ({self.activation})" if self.activation else "no activation"
-        return self.kind
+        return {"pool": "pooling output", "lstm": "LSTM outputs over the sequence (h at every step)",
+                "resize": "resized images"}.get(self.kind, self.kind)
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,6 @@ class _DescribingGraph(Graph):
         self.dense_inputs[name] = flattened if flattened and flattened[0] > 1 and flattened[1] * flattened[2] > 1 \
             else None
         return y
-
-
-def _placeholder(spec, batch: int) -> np.ndarray:
-    return np.zeros((batch, *spec.shape), np.int64 if spec.kind == "ids" else np.float32)
 
 
 def describe(problem: str) -> Description:
