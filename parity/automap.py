@@ -22,6 +22,7 @@ matrix whose layout cannot be told) raises AmbiguousMapError: one line naming it
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -369,6 +370,10 @@ def infer_taps(description: Description, matches: list[LayerMatch], calls: list[
                weight_modules: set[str]) -> tuple[list[TapRow], list[str], list[str]]:
     """(tap rows, reference taps left uncompared, notes)."""
     module_of_layer = {m.reference.name: m.unit.module for m in matches}
+    # A module called more than once (one nn.ReLU or nn.MaxPool2d instance reused) cannot be tapped: its hook
+    # keeps the last call's output only. Such taps go through then= or stay uncompared.
+    counts = Counter(c.module for c in calls)
+    calls = [c for c in calls if counts[c.module] == 1 or c.module in weight_modules]
     first_call = {}
     for call in sorted(calls, key=lambda c: c.start):
         first_call.setdefault(call.module, call)

@@ -250,3 +250,28 @@ def test_declared_deviation_matching():
     assert port.declared_deviation("mnist_logreg", "init") == "default init"
     assert port.declared_deviation("mnist_mlp", "init") == ""
     assert port.declared_deviation("mnist_logreg", "step/adamax") == ""
+
+
+def test_a_module_reused_at_several_layers_is_never_tapped():
+    """One nn.ReLU and one nn.MaxPool2d instance serve every layer: a hook on them keeps only the last call's
+    output, so the conv taps go through then="relu" and the pools stay uncompared; forward passes."""
+    from tests import foreign_port
+
+    class SharedModules(foreign_port.MnistCNN):
+        def __init__(self):
+            super().__init__()
+            self.act, self.pool = nn.ReLU(), nn.MaxPool2d(2)
+
+        def forward(self, x):
+            x = self.pool(self.act(self.first(x)))
+            x = self.pool(self.act(self.second(x)))
+            return self.logits(self.act(self.hidden(x.view(x.size(0), -1))))
+
+    inferred = infer_map(lambda problem: SharedModules(), "mnist_2c2d").problem_map
+    assert {(t.reference, t.port, t.then) for t in inferred.taps} == {
+        ("conv2d", "first", "relu"), ("conv2d_1", "second", "relu"), ("dense", "hidden", "relu"),
+        ("dense_1", "logits", None)}
+    assert inferred.uncompared == ("max_pooling2d", "max_pooling2d_1")
+    port = Port("shared", ["mnist_2c2d"], lambda problem: SharedModules(), foreign_port.loss_terms)
+    [forward] = audit_problem(port, "mnist_2c2d", "float64", checks=["forward"])
+    assert forward.passed
