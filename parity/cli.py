@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PortError, UnknownProblemError) as error:
         return fail(str(error))
     if args.command == "list":
-        print("\n".join(problems))
+        print("\n".join(f"{own} ({problem})" if (own := port.port_problem_name(problem)) != problem else problem
+                        for problem in problems))
         return 0
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     start = time.perf_counter()
@@ -199,6 +200,7 @@ def trajectory_command(args) -> int:
         port = load_port(args.port)
     except PortError as error:
         return fail(str(error))
+    args.problem = [port.problem_names.get(name, name) for name in args.problem]
     if unknown := [name for name in args.problem if name not in port.problems]:
         return fail(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(port.problems)}")
     from tf_reference.problems import REFERENCE_PROBLEMS

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobs.problems import PROBLEMS
-from parity.audit import DEEP_PROBLEMS, CHECK_NAMES, audit_problem, run_audit
-from parity.automap import AmbiguousMapError, infer_map, to_source, trace_calls, _example_inputs
+from parity.audit import CHECK_NAMES, DEEP_PROBLEMS, audit_problem, run_audit
+from parity.automap import AmbiguousMapError, _example_inputs, infer_map, trace_calls
 from parity.cli import main
 from parity.describe import describe
 from parity.maps import MAPS
