@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from parity.frameworks import THREADS, TORCH_DTYPES
-from parity.port import Port, load_port
+from parity.port import Port, load_port, resolve
 from parity.porting import WeightMapError, check_coverage
 from parity.results import CheckResult
 
@@ -28,6 +28,12 @@ class UnknownProblemError(Exception):
     pass
 
 
+# Every check `--checks` can select: parity.checks.CHECKS in its order, then the initialisers (a test keeps
+# the two lists equal; this one is importable without TensorFlow).
+CHECK_NAMES = ("forward", "loss", "gradients", "train_mode", "step/sgd", "step/momentum", "step/adam",
+               "carried_state", "init")
+
+
 @dataclass
 class AuditRun:
     port: str
@@ -39,18 +45,37 @@ class AuditRun:
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        return bool(self.results) and not any(r.counts_as_failure for r in self.results)
+
+    @property
+    def declared(self) -> list[CheckResult]:
+        """Results that differ where the port declared a deviation."""
+        return [r for r in self.results if not r.passed and r.declared]
 
 
 def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
-    """The port's problems (a problem the reference lacks fails its audit's set-up, with a message)."""
+    """The port's problems, under the original's names (a problem the reference lacks fails its audit's
+    set-up, with a message); `requested` may use the port's own names (Port.problem_names)."""
     available = list(port.problems)
     if not requested:
         return available
+    requested = [port.problem_names.get(name, name) for name in requested]
     unknown = [name for name in requested if name not in available]
     if unknown:
-        raise UnknownProblemError(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(available)}")
+        valid = [port.port_problem_name(name) for name in available]
+        raise UnknownProblemError(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(valid)}")
     return list(requested)
+
+
+def mark_declared(port: Port, results: list[CheckResult]) -> list[CheckResult]:
+    """Attach the port's declared deviations to their results (a passing one gets a note instead)."""
+    for result in results:
+        reason = port.declared_deviation(result.problem, result.check)
+        if reason and not result.passed:
+            result.declared = reason
+        elif reason:
+            result.notes.append(f"declared deviation not observed (the check passes): {reason}")
+    return results
 
 
 def draw_input(rng: np.random.Generator, spec, batch_size: int, dtype: str) -> np.ndarray:
@@ -106,19 +131,22 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
     """All checks of one problem in one dtype. A check that raises becomes a failed result."""
     from parity.checks import CHECKS
 
+    port = resolve(port)
     try:
         pair = build_pair(port, problem, dtype, seed)
     except (WeightMapError, KeyError, ValueError, RuntimeError) as error:
         return [CheckResult(problem, "setup", dtype, error=f"{type(error).__name__}: {error}",
                             traceback=traceback.format_exc())]
     results = []
-    for name in checks or CHECKS:
+    for name in [name for name in checks or CHECKS if name in CHECKS]:
         try:
             results += CHECKS[name](pair)
         except Exception as error:  # noqa: BLE001 - a crash inside a check is a failed check, reported
             results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
                                        traceback=traceback.format_exc()))
-    return results
+    if (own := port.port_problem_name(problem)) != problem and results:
+        results[0].notes.append(f"the port's problem {own!r}, audited as the original's {problem!r}")
+    return mark_declared(port, results)
 
 
 def parameter_count(port: Port, problem: str) -> int:
@@ -160,6 +188,8 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     """Every check of every problem in every dtype, then (once per problem) the initialisers."""
     from parity.init_check import audit_init
 
+    port = resolve(port)
+    init = init and (checks is None or "init" in checks)
     run = AuditRun(port.name, list(dtypes), list(problems), seed)
     for dtype in dtypes:
         for problem in problems:
@@ -169,24 +199,27 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
             run.results += results
             run.seconds[f"{problem} {dtype}"] = time.perf_counter() - start
             if progress:
-                failed = [r.check for r in results if not r.passed]
+                failed = [r.check for r in results if r.counts_as_failure]
+                declared = [r.check for r in results if not r.passed and r.declared]
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
+                verdict += f" (declared: {', '.join(declared)})" if declared else ""
                 progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
     if init:
         start = time.perf_counter()
-        init_results = audit_init(port, problems)
+        init_results = mark_declared(port, audit_init(port, problems))
         run.results += init_results
         run.seconds["init"] = time.perf_counter() - start
         if progress:
-            failed = [r.problem for r in init_results if not r.passed]
+            failed = [r.problem for r in init_results if r.counts_as_failure]
             progress(f"{'initialisers':<27} {run.seconds['init']:6.1f}s  "
                      f"{'ok' if not failed else 'FAILED: ' + ', '.join(failed)}")
     return run
 
 
-def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool) -> AuditRun:
+def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool,
+                  checks: list[str] | None = None) -> AuditRun:
     return run_audit(load_port(port_spec), problems, dtypes, seed, progress=lambda line: print(line, flush=True),
-                     init=init)
+                     checks=checks, init=init)
 
 
 def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
@@ -208,7 +241,8 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
             os.environ["PARITY_THREADS"] = saved
 
 
-def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0) -> AuditRun:
+def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0,
+                       checks: list[str] | None = None) -> AuditRun:
     """Light problems: one worker process per dtype, splitting the threads between them (the first
     also audits init). Heavy problems (split_heavy) then: one worker with every thread, one problem
     at a time, so that only one heavy model pair is in memory.
@@ -221,10 +255,10 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     light, heavy = split_heavy(load_port(port_spec), problems)
     runs = []
     if light:
-        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0) for index, dtype in enumerate(dtypes)],
-                            max(1, THREADS // len(dtypes)))
+        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks)
+                             for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
     if heavy:
-        runs += _in_workers([(port_spec, heavy, dtypes, seed, True)], THREADS)
+        runs += _in_workers([(port_spec, heavy, dtypes, seed, True, checks)], THREADS)
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
     for run in runs:
         merged.results += run.results

@@ -17,7 +17,7 @@ from torch import nn
 
 from parity.dropout import NoiseMismatch, NoiseRecorder, injected_noise
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
-from parity.maps import ParamRow, ProblemMap
+from parity.maps import THEN_FUNCTIONS, ParamRow, ProblemMap
 from parity.port import Port
 from parity.porting import (WeightMapError, assemble, load_port_values, port_tensors, to_port_layout,
                             to_port_values, to_reference_layout)
@@ -229,6 +229,13 @@ def reference_targets(batch: Batch):
     return batch.inputs[0] if batch.target_kind == "inputs" else batch.targets
 
 
+def tap_value(problem_map: ProblemMap, name: str, module_outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The port's value for reference tap `name`: its module's output, through the row's `then` function."""
+    value = module_outputs[problem_map.port_module_for_tap()[name]]
+    then = problem_map.then_for_tap().get(name)
+    return THEN_FUNCTIONS[then](value) if then else value
+
+
 def _port_in_reference_layout(value: torch.Tensor) -> np.ndarray:
     array = value.detach().cpu().numpy()
     return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
@@ -241,7 +248,7 @@ def port_tap_value(pair: AuditPair, name: str, port_pass: PortPass) -> np.ndarra
     if name in port_outputs:
         return _port_in_reference_layout(port_outputs[name])
     if name in modules and modules[name] in port_pass.taps:
-        return _port_in_reference_layout(port_pass.taps[modules[name]])
+        return _port_in_reference_layout(tap_value(pair.problem_map, name, port_pass.taps))
     return None
 
 
@@ -251,7 +258,10 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kin
     fails from the first layer it did not reach, with its error."""
     limit = tolerance(kind, pair.dtype)
     comparisons = []
+    uncompared = set(pair.problem_map.uncompared)
     for name, reference_value in reference_taps.items():
+        if name in uncompared:
+            continue
         port_value = port_tap_value(pair, name, port_pass)
         if port_value is None:
             why = port_pass.error or "no port output for this layer (activation map or module not run)"
@@ -286,6 +296,12 @@ def check_forward(pair: AuditPair) -> CheckResult:
     result = CheckResult(pair.problem, "forward", pair.dtype, compare_taps(pair, reference_taps, port_pass, "forward"))
     if not pair.problem_map.taps:
         result.notes.append("no layers to tap: the model's outputs are compared")
+    if pair.problem_map.inferred:
+        result.notes.append("weight and activation map inferred (parity.automap; `python -m parity suggest-map` "
+                            "prints it), not written by hand")
+    if pair.problem_map.uncompared:
+        result.notes.append(f"not compared (no port module computes them alone): "
+                            f"{', '.join(pair.problem_map.uncompared)}")
     return result
 
 

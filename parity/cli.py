@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from deepobs.cli import non_negative_int, positive_int
+from parity.audit import CHECK_NAMES
 from parity.frameworks import DTYPES
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -31,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seed of audit weights, batches and dropout draws")
     audit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                        help="1: one process; default: one worker process per dtype when there are 2+ cores")
+    audit.add_argument("--checks", nargs="+", metavar="CHECK",
+                       help=f"run only these checks (default: all): {', '.join(CHECK_NAMES)}")
+    suggest = commands.add_parser("suggest-map", help="print the weight and activation map the audit would infer "
+                                                      "for a port's problem, as Python source")
+    suggest.add_argument("--port", metavar="MODULE:ATTR", help="the port (default: this repository's deepobs)")
+    suggest.add_argument("--problem", required=True, metavar="NAME")
+    describe = commands.add_parser("describe", help="list a reference problem's variables and layer outputs (taps)")
+    describe.add_argument("problem", metavar="PROBLEM")
     pipelines = commands.add_parser("pipelines", help="audit the data pipelines (port vs tf.data reference)")
     pipelines.add_argument("--dataset", nargs="+", metavar="NAME", help="data sets (default: all)")
     pipelines.add_argument("--report", type=Path, default=Path("parity-report"), metavar="DIR",
@@ -64,6 +73,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "audit" and args.checks and (unknown := [c for c in args.checks if c not in CHECK_NAMES]):
+        return fail(f"unknown check {', '.join(map(repr, unknown))}; valid names: {', '.join(CHECK_NAMES)}")
     try:
         from parity.audit import (UnknownProblemError, environment, resolve_problems, run_audit, run_audit_parallel,
                                   select_problem_set)
@@ -78,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         return audit_pipelines_command(args.dataset, args.report)
     if args.command == "trajectory":
         return trajectory_command(args)
+    if args.command == "describe":
+        return describe_command(args.problem)
+    if args.command == "suggest-map":
+        return suggest_map_command(args.port, args.problem)
     try:
         port = load_port(args.port)
         problems = resolve_problems(port, args.problem if args.command == "audit" else None)
@@ -86,16 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     except (PortError, UnknownProblemError) as error:
         return fail(str(error))
     if args.command == "list":
-        print("\n".join(problems))
+        print("\n".join(f"{own} ({problem})" if (own := port.port_problem_name(problem)) != problem else problem
+                        for problem in problems))
         return 0
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     start = time.perf_counter()
-    print(f"auditing port {port.name!r}: {len(problems)} problem(s), {', '.join(dtypes)}", flush=True)
+    if (code := print_inferred_maps(port, problems)) is not None:
+        return code
+    print(f"auditing port {port.name!r}: {len(problems)} problem(s), {', '.join(dtypes)}"
+          + (f"; checks {', '.join(args.checks)}" if args.checks else ""), flush=True)
     jobs = args.jobs if args.jobs is not None else (len(dtypes) if (os.cpu_count() or 1) >= 2 else 1)
     if jobs > 1 and len(dtypes) > 1:
-        run = run_audit_parallel(args.port, problems, dtypes, args.seed)
+        run = run_audit_parallel(args.port, problems, dtypes, args.seed, args.checks)
     else:
-        run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True))
+        run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True),
+                        checks=args.checks)
     try:
         json_path, markdown_path = write_reports(run, environment(), args.report)
     except OSError as error:
@@ -103,6 +123,51 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary(run)))
     print(f"report: {markdown_path} and {json_path} ({time.perf_counter() - start:.1f} s wall)")
     return 0 if run.passed else EXIT_FAILED
+
+
+def print_inferred_maps(port, problems: list[str]) -> int | None:
+    """Print the map the audit infers for each problem the port brings none for; an ambiguity stops the
+    audit with one line per problem (exit 1). None when the audit can go on."""
+    from parity.automap import AmbiguousMapError, to_source
+    from parity.port import inferred_map
+
+    is_inferred = getattr(port.weight_maps, "is_inferred", lambda problem: False)
+    errors = []
+    for problem in [p for p in problems if is_inferred(p)]:
+        try:
+            print(to_source(inferred_map(port, problem), variable=f"{problem.upper()}_MAP") + "\n", flush=True)
+        except AmbiguousMapError as error:
+            errors.append(f"cannot infer a weight map for {port.port_problem_name(problem)}: {error}")
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_FAILED if errors else None
+
+
+def describe_command(problem: str) -> int:
+    from parity.describe import describe, format_description
+
+    try:
+        description = describe(problem)
+    except KeyError as error:
+        return fail(error.args[0])
+    print("\n".join(format_description(description)))
+    return 0
+
+
+def suggest_map_command(port_spec: str | None, problem: str) -> int:
+    from parity.audit import UnknownProblemError, resolve_problems
+    from parity.automap import AmbiguousMapError, to_source
+    from parity.port import PortError, inferred_map, load_port
+
+    try:
+        port = load_port(port_spec)
+        (original,) = resolve_problems(port, [problem])
+        print(to_source(inferred_map(port, original)))
+    except (PortError, UnknownProblemError) as error:
+        return fail(str(error))
+    except AmbiguousMapError as error:
+        return fail(f"cannot infer a weight map for {problem}: {error}", EXIT_FAILED)
+    return 0
 
 
 def audit_pipelines_command(datasets: list[str] | None, report_dir: Path) -> int:
@@ -135,6 +200,7 @@ def trajectory_command(args) -> int:
         port = load_port(args.port)
     except PortError as error:
         return fail(str(error))
+    args.problem = [port.problem_names.get(name, name) for name in args.problem]
     if unknown := [name for name in args.problem if name not in port.problems]:
         return fail(f"unknown problem {', '.join(map(repr, unknown))}; valid names: {', '.join(port.problems)}")
     from tf_reference.problems import REFERENCE_PROBLEMS

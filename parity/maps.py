@@ -23,16 +23,35 @@ class ParamRow:
             raise ValueError(f"{self.reference}: unknown transform {self.transform!r}; known: {', '.join(TRANSFORMS)}")
 
 
+# Functions a TapRow can apply to its module's output before comparing (`then=`): a port that applies
+# the layer's activation as a function call (F.relu) taps the module before it. Names as
+# `python -m parity describe` reports the reference's activations.
+THEN_FUNCTIONS = {
+    "relu": lambda x: x.clamp_min(0),
+    "lrelu": lambda x: x.maximum(0.3 * x),  # the VAE's lrelu: max(x, 0.3 x)
+    "sigmoid": lambda x: x.sigmoid(),
+}
+
+
 @dataclass(frozen=True)
 class TapRow:
     reference: str  # reference layer name (its output)
     port: str  # torch module name whose forward output should equal it
+    then: str | None = None  # a THEN_FUNCTIONS name applied to that output first (an activation the port calls)
+
+    def __post_init__(self):
+        if self.then is not None and self.then not in THEN_FUNCTIONS:
+            raise ValueError(f"{self.reference}: unknown then={self.then!r}; known: {', '.join(THEN_FUNCTIONS)}")
 
 
 @dataclass(frozen=True)
 class ProblemMap:
     params: tuple[ParamRow, ...]
     taps: tuple[TapRow, ...]
+    # Reference taps deliberately not compared (no port module computes them alone; a functional dropout,
+    # say): reported as such instead of failing. Later layers and the outputs still compare.
+    uncompared: tuple[str, ...] = ()
+    inferred: bool = False  # proposed by parity.automap, not written by hand (the report says so)
 
     def rows_for_reference(self) -> dict[str, list[ParamRow]]:
         """Each reference variable's rows: one, or one per part (an LSTM kernel: weight_ih and weight_hh)."""
@@ -44,19 +63,39 @@ class ProblemMap:
     def port_module_for_tap(self) -> dict[str, str]:
         return {row.reference: row.port for row in self.taps}
 
+    def then_for_tap(self) -> dict[str, str]:
+        return {row.reference: row.then for row in self.taps if row.then}
 
-def _conv(port: str, reference: str, bias: bool = True) -> list[ParamRow]:
+
+# --- public map helpers: the rows of one layer, by torch module name and reference layer name ---------
+# A map for your own port is a ProblemMap of these rows (`python -m parity suggest-map` writes one).
+
+def conv_rows(port: str, reference: str, bias: bool = True) -> list[ParamRow]:
+    """nn.Conv2d `port` (weight OIHW, bias) <- tf.layers.conv2d `reference` (kernel HWIO, bias)."""
     rows = [ParamRow(f"{port}.weight", f"{reference}/kernel", "conv")]
     return rows + ([ParamRow(f"{port}.bias", f"{reference}/bias", "identity")] if bias else [])
 
 
-def _dense(port: str, reference: str, after_flatten_chw: tuple | None = None) -> list[ParamRow]:
-    kernel = (ParamRow(f"{port}.weight", f"{reference}/kernel", "dense_after_flatten", (after_flatten_chw,))
+def conv_transpose_rows(port: str, reference: str) -> list[ParamRow]:
+    """nn.ConvTranspose2d `port` (weight [in, out, kh, kw], bias) <- tf.layers.conv2d_transpose `reference`."""
+    return [ParamRow(f"{port}.weight", f"{reference}/kernel", "conv_transpose"),
+            ParamRow(f"{port}.bias", f"{reference}/bias", "identity")]
+
+
+def dense_rows(port: str, reference: str, after_flatten_chw: tuple | None = None) -> list[ParamRow]:
+    """nn.Linear `port` (weight [out, in], bias) <- tf.layers.dense `reference` (kernel [in, out], bias).
+
+    after_flatten_chw=(C, H, W): the layer reads a flattened C x H x W map, which the port flattens in
+    NCHW order and the reference in NHWC order; the kernel's rows are permuted accordingly."""
+    kernel = (ParamRow(f"{port}.weight", f"{reference}/kernel", "dense_after_flatten", (tuple(after_flatten_chw),))
               if after_flatten_chw else ParamRow(f"{port}.weight", f"{reference}/kernel", "dense"))
     return [kernel, ParamRow(f"{port}.bias", f"{reference}/bias", "identity")]
 
 
-def _bn(port: str, reference: str) -> list[ParamRow]:
+def bn_rows(port: str, reference: str) -> list[ParamRow]:
+    """nn.BatchNorm2d `port` (weight, bias, running_mean, running_var) <- tf.layers.batch_normalization
+    `reference` (gamma, beta, moving_mean, moving_variance). The momentum is the port's business: torch's
+    is 1 - TF's."""
     return [
         ParamRow(f"{port}.weight", f"{reference}/gamma", "identity"),
         ParamRow(f"{port}.bias", f"{reference}/beta", "identity"),
@@ -65,33 +104,44 @@ def _bn(port: str, reference: str) -> list[ParamRow]:
     ]
 
 
-def _layer_name(base: str, index: int) -> str:
+def lstm_rows(port: str, reference_scope: str, input_size: int, layer: int = 0) -> list[ParamRow]:
+    """Layer `layer` of nn.LSTM `port` <- TF1 LSTMCell variables `reference_scope`/kernel and /bias: the kernel
+    [in + h, 4h] splits into weight_ih and weight_hh (gates reordered), the bias goes to bias_ih. torch's
+    bias_hh has no reference variable: freeze it at the forget bias (1 on the f gate), see char_rnn_map."""
+    suffix = f"l{layer}"
+    return [ParamRow(f"{port}.weight_ih_{suffix}", f"{reference_scope}/kernel", "lstm_input_kernel", (input_size,)),
+            ParamRow(f"{port}.weight_hh_{suffix}", f"{reference_scope}/kernel", "lstm_recurrent_kernel", (input_size,)),
+            ParamRow(f"{port}.bias_ih_{suffix}", f"{reference_scope}/bias", "lstm_bias")]
+
+
+def layer_name(base: str, index: int) -> str:
+    """TF1's uniquified layer names within one variable scope: conv2d, conv2d_1, conv2d_2, ..."""
     return base if index == 0 else f"{base}_{index}"
 
 
 def logreg_map() -> ProblemMap:
-    return ProblemMap(tuple(_dense("dense", "dense")), (TapRow("dense", "dense"),))
+    return ProblemMap(tuple(dense_rows("dense", "dense")), (TapRow("dense", "dense"),))
 
 
 def mlp_map() -> ProblemMap:
     ports = ["hidden.0", "hidden.1", "hidden.2", "output"]
     params = [row for i, port in enumerate(ports)
-              for row in _dense(port if port == "output" else f"{port}.0", _layer_name("dense", i))]
-    return ProblemMap(tuple(params), tuple(TapRow(_layer_name("dense", i), port) for i, port in enumerate(ports)))
+              for row in dense_rows(port if port == "output" else f"{port}.0", layer_name("dense", i))]
+    return ProblemMap(tuple(params), tuple(TapRow(layer_name("dense", i), port) for i, port in enumerate(ports)))
 
 
 def cnn_2c2d_map() -> ProblemMap:
-    params = _conv("conv1.0", "conv2d") + _conv("conv2.0", "conv2d_1")
-    params += _dense("fc1.0", "dense", after_flatten_chw=(64, 7, 7)) + _dense("fc2", "dense_1")
+    params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1")
+    params += dense_rows("fc1.0", "dense", after_flatten_chw=(64, 7, 7)) + dense_rows("fc2", "dense_1")
     taps = [("conv2d", "conv1"), ("max_pooling2d", "pool1"), ("conv2d_1", "conv2"),
             ("max_pooling2d_1", "pool2"), ("dense", "fc1"), ("dense_1", "fc2")]
     return ProblemMap(tuple(params), tuple(TapRow(*t) for t in taps))
 
 
 def cnn_3c3d_map() -> ProblemMap:
-    params = _conv("conv1.0", "conv2d") + _conv("conv2.0", "conv2d_1") + _conv("conv3.0", "conv2d_2")
-    params += _dense("fc1.0", "dense", after_flatten_chw=(128, 3, 3))
-    params += _dense("fc2.0", "dense_1") + _dense("fc3", "dense_2")
+    params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1") + conv_rows("conv3.0", "conv2d_2")
+    params += dense_rows("fc1.0", "dense", after_flatten_chw=(128, 3, 3))
+    params += dense_rows("fc2.0", "dense_1") + dense_rows("fc3", "dense_2")
     taps = [("conv2d", "conv1"), ("max_pooling2d", "pool1"), ("conv2d_1", "conv2"), ("max_pooling2d_1", "pool2"),
             ("conv2d_2", "conv3"), ("max_pooling2d_2", "pool3"), ("dense", "fc1"), ("dense_1", "fc2"),
             ("dense_2", "fc3")]
@@ -103,17 +153,17 @@ def allcnnc_map() -> ProblemMap:
     layout = ["dropout", "conv", "conv", "conv", "dropout", "conv", "conv", "conv", "dropout", "conv", "conv", "conv"]
     params, taps, seen = [], [], {"conv": 0, "dropout": 0}
     for index, kind in enumerate(layout):
-        reference = _layer_name("conv2d" if kind == "conv" else "dropout", seen[kind])
+        reference = layer_name("conv2d" if kind == "conv" else "dropout", seen[kind])
         seen[kind] += 1
         taps.append(TapRow(reference, f"features.{index}"))
         if kind == "conv":
-            params += _conv(f"features.{index}.0", reference)
+            params += conv_rows(f"features.{index}.0", reference)
     return ProblemMap(tuple(params), tuple(taps))
 
 
 def wrn_map(num_residual_units: int, widening_factor: int) -> ProblemMap:
     filters = [16, 16 * widening_factor, 32 * widening_factor, 64 * widening_factor]
-    params, taps = _conv("stem", "conv2d", bias=False), [TapRow("conv2d", "stem")]
+    params, taps = conv_rows("stem", "conv2d", bias=False), [TapRow("conv2d", "stem")]
     for group in range(3):
         for unit in range(num_residual_units):
             port, scope = f"groups.{group}.{unit}", f"unit_{group + 1}_{unit}"
@@ -123,29 +173,28 @@ def wrn_map(num_residual_units: int, widening_factor: int) -> ProblemMap:
             if unit == 0 and filters[group] != filters[group + 1]:
                 layers.append(("shortcut", "conv2d"))
                 conv_index = 1
-            layers += [("conv1", _layer_name("conv2d", conv_index)), ("bn2", "batch_normalization_1"),
-                       ("conv2", _layer_name("conv2d", conv_index + 1))]
+            layers += [("conv1", layer_name("conv2d", conv_index)), ("bn2", "batch_normalization_1"),
+                       ("conv2", layer_name("conv2d", conv_index + 1))]
             for module, layer in layers:
-                params += _bn(f"{port}.{module}", f"{scope}/{layer}") if module.startswith("bn") else \
-                    _conv(f"{port}.{module}", f"{scope}/{layer}", bias=False)
+                params += bn_rows(f"{port}.{module}", f"{scope}/{layer}") if module.startswith("bn") else \
+                    conv_rows(f"{port}.{module}", f"{scope}/{layer}", bias=False)
                 taps.append(TapRow(f"{scope}/{layer}", f"{port}.{module}"))
             taps.append(TapRow(scope, port))
-    params += _bn("bn_last", "unit_last/batch_normalization") + _dense("dense", "fully-connected/dense")
+    params += bn_rows("bn_last", "unit_last/batch_normalization") + dense_rows("dense", "fully-connected/dense")
     taps += [TapRow("unit_last/batch_normalization", "bn_last"), TapRow("fully-connected/dense", "dense")]
     return ProblemMap(tuple(params), tuple(taps))
 
 
 def vae_map() -> ProblemMap:
     """deepobs.models.vae.VAE: encoder.{0,2,4} convs, mean, std_dev.0, decoder_dense.{0,1}, decoder_convs.{0,2,4}, output."""
-    params = (_conv("encoder.0.0", "encoder/conv2d") + _conv("encoder.2.0", "encoder/conv2d_1")
-              + _conv("encoder.4.0", "encoder/conv2d_2")
-              + _dense("mean", "encoder/dense", after_flatten_chw=(64, 7, 7))
-              + _dense("std_dev.0", "encoder/dense_1", after_flatten_chw=(64, 7, 7))
-              + _dense("decoder_dense.0.0", "decoder/dense") + _dense("decoder_dense.1.0", "decoder/dense_1"))
+    params = (conv_rows("encoder.0.0", "encoder/conv2d") + conv_rows("encoder.2.0", "encoder/conv2d_1")
+              + conv_rows("encoder.4.0", "encoder/conv2d_2")
+              + dense_rows("mean", "encoder/dense", after_flatten_chw=(64, 7, 7))
+              + dense_rows("std_dev.0", "encoder/dense_1", after_flatten_chw=(64, 7, 7))
+              + dense_rows("decoder_dense.0.0", "decoder/dense") + dense_rows("decoder_dense.1.0", "decoder/dense_1"))
     for index, layer in enumerate(("conv2d_transpose", "conv2d_transpose_1", "conv2d_transpose_2")):
-        params += [ParamRow(f"decoder_convs.{2 * index}.0.weight", f"decoder/{layer}/kernel", "conv_transpose"),
-                   ParamRow(f"decoder_convs.{2 * index}.0.bias", f"decoder/{layer}/bias", "identity")]
-    params += _dense("output.0", "decoder/dense_2", after_flatten_chw=(64, 14, 14))
+        params += conv_transpose_rows(f"decoder_convs.{2 * index}.0", f"decoder/{layer}")
+    params += dense_rows("output.0", "decoder/dense_2", after_flatten_chw=(64, 14, 14))
     taps = [("encoder/conv2d", "encoder.0"), ("encoder/dropout", "encoder.1"), ("encoder/conv2d_1", "encoder.2"),
             ("encoder/dropout_1", "encoder.3"), ("encoder/conv2d_2", "encoder.4"), ("encoder/dropout_2", "encoder.5"),
             ("encoder/dense", "mean"), ("encoder/dense_1", "std_dev.0"), ("encoder/z", "sample"),
@@ -164,9 +213,7 @@ def char_rnn_map(num_layers: int = 2, rnn_size: int = 128) -> ProblemMap:
     taps = [TapRow("embedding", "embedding")]
     for layer in range(num_layers):
         scope, lstm = f"rnn/multi_rnn_cell/cell_{layer}", f"lstm.{layer}"
-        params += [ParamRow(f"{lstm}.weight_ih_l0", f"{scope}/lstm_cell/kernel", "lstm_input_kernel", (rnn_size,)),
-                   ParamRow(f"{lstm}.weight_hh_l0", f"{scope}/lstm_cell/kernel", "lstm_recurrent_kernel", (rnn_size,)),
-                   ParamRow(f"{lstm}.bias_ih_l0", f"{scope}/lstm_cell/bias", "lstm_bias")]
+        params += lstm_rows(lstm, f"{scope}/lstm_cell", rnn_size)
         taps += [TapRow(f"{scope}/input_dropout", f"input_dropout.{layer}"), TapRow(f"{scope}/lstm_cell", lstm),
                  TapRow(f"{scope}/state", f"state_out.{layer}"),
                  TapRow(f"{scope}/output_dropout", f"output_dropout.{layer}")]
@@ -213,11 +260,11 @@ def _layer_sequence(port: str, scope: str, kinds, pool_layers=_POOL_LAYERS) -> t
         seen[base] = count + 1
         module = f"{port}.{index}"
         if kind == "conv":
-            conv, bn = f"{scope}/{_layer_name('conv2d', count)}", f"{scope}/{_layer_name('batch_normalization', count)}"
-            params += _conv(f"{module}.conv", conv, bias=False) + _bn(f"{module}.bn", bn)
+            conv, bn = f"{scope}/{layer_name('conv2d', count)}", f"{scope}/{layer_name('batch_normalization', count)}"
+            params += conv_rows(f"{module}.conv", conv, bias=False) + bn_rows(f"{module}.bn", bn)
             taps += [TapRow(conv, f"{module}.conv"), TapRow(bn, f"{module}.bn")]
         else:
-            taps.append(TapRow(f"{scope}/{_layer_name(base, count)}", module))
+            taps.append(TapRow(f"{scope}/{layer_name(base, count)}", module))
     return params, taps
 
 
@@ -235,7 +282,7 @@ def inception_v3_map() -> ProblemMap:
         sequence_params, sequence_taps = _layer_sequence(port, scope, kinds, pool_layers)
         params += sequence_params
         taps += sequence_taps
-    params += _dense("aux_head.dense", "aux_head/dense") + _dense("head.dense", "output/dense")
+    params += dense_rows("aux_head.dense", "aux_head/dense") + dense_rows("head.dense", "output/dense")
     taps += block_outputs + [TapRow("aux_head/dense", "aux_head"), TapRow("output/average_pooling2d", "head.pool"),
                              TapRow("output/dropout", "head.dropout"), TapRow("output/dense", "head.dense")]
     return ProblemMap(tuple(params), tuple(taps))
@@ -249,15 +296,15 @@ def vgg_map(variant: int) -> ProblemMap:
     convs = pools = 0
     for index, item in enumerate(CFGS[variant]):
         if item == POOL:
-            taps.append(TapRow(_layer_name("max_pooling2d", pools), f"features.{index}"))
+            taps.append(TapRow(layer_name("max_pooling2d", pools), f"features.{index}"))
             pools += 1
         else:
-            reference = _layer_name("conv2d", convs)
-            params += _conv(f"features.{index}.0", reference)
+            reference = layer_name("conv2d", convs)
+            params += conv_rows(f"features.{index}.0", reference)
             taps.append(TapRow(reference, f"features.{index}"))
             convs += 1
-    params += _dense("classifier.0.0", "dense", after_flatten_chw=FEATURE_CHW)
-    params += _dense("classifier.2.0", "dense_1") + _dense("classifier.4", "dense_2")
+    params += dense_rows("classifier.0.0", "dense", after_flatten_chw=FEATURE_CHW)
+    params += dense_rows("classifier.2.0", "dense_1") + dense_rows("classifier.4", "dense_2")
     taps += [TapRow("dense", "classifier.0"), TapRow("dropout", "classifier.1"), TapRow("dense_1", "classifier.2"),
              TapRow("dropout_1", "classifier.3"), TapRow("dense_2", "classifier.4")]
     return ProblemMap(tuple(params), tuple(taps))

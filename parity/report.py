@@ -38,6 +38,7 @@ def known_deviations(run: AuditRun) -> list[str]:
 def to_json(run: AuditRun, environment: dict) -> str:
     return json.dumps({
         "passed": run.passed,
+        "verdict": verdict_line(run),
         "port": run.port,
         "problems": run.problems,
         "dtypes": run.dtypes,
@@ -49,6 +50,14 @@ def to_json(run: AuditRun, environment: dict) -> str:
     }, indent=2, allow_nan=True)
 
 
+def verdict_line(run: AuditRun) -> str:
+    """PASSED, PASSED with N declared deviation(s), or FAILED."""
+    if not run.passed:
+        return "FAILED"
+    declared = len(run.declared)
+    return f"PASSED with {declared} declared deviation{'s' if declared != 1 else ''}" if declared else "PASSED"
+
+
 def _fmt(value: float) -> str:
     return f"{value:.2e}" if value == value else "nan"
 
@@ -56,7 +65,7 @@ def _fmt(value: float) -> str:
 def _row(result: CheckResult) -> str:
     worst = result.worst
     first = result.first_divergence
-    verdict = "**FAIL**" if result.verdict == "FAIL" else result.verdict
+    verdict = {"FAIL": "**FAIL**", "declared": "declared deviation"}.get(result.verdict, result.verdict)
     if result.not_applicable and result.passed:
         return (f"| {result.problem} | {result.dtype} | {result.check} | n/a | - | - | - | - | "
                 f"does not apply: {result.not_applicable} |")
@@ -69,13 +78,14 @@ def _row(result: CheckResult) -> str:
 
 
 def to_markdown(run: AuditRun, environment: dict) -> str:
-    failed = [r for r in run.results if not r.passed]
+    failed = [r for r in run.results if r.counts_as_failure]
     lines = [
-        f"# Parity audit: {'PASSED' if run.passed else 'FAILED'}",
+        f"# Parity audit: {verdict_line(run)}",
         "",
         f"Port `{run.port}` against `tf_reference` on {len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, "
         f"seed {run.seed}. {len(run.results)} checks, {len(failed)} failed, "
-        f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
+        + (f"{len(run.declared)} differ as the port declares, " if run.declared else "")
+        + f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()),
         "",
@@ -94,6 +104,16 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
             lines.append(f"- {result.problem} {result.dtype} {result.check}: {where}")
             lines += [f"  - `{c.item}`: max abs {_fmt(c.max_abs)}, rel {_fmt(c.max_rel)} > {_fmt(c.tolerance)}"
                       f"{' ' + c.note if c.note else ''}" for c in result.comparisons if not c.passed][1:]
+        lines.append("")
+    if declared := run.declared:
+        lines += ["## Declared deviations", "",
+                  "Checks that differ where the port declares a deviation (Port.deviations): measured and shown, "
+                  "not counted as failures.", ""]
+        for result in declared:
+            worst = result.worst
+            measured = result.error or (f"worst `{worst.item}`: rel {_fmt(worst.max_rel)} (tolerance "
+                                        f"{_fmt(worst.tolerance)})" if worst else "")
+            lines.append(f"- {result.problem} {result.dtype} {result.check}: declared \"{result.declared}\"; {measured}")
         lines.append("")
     init_results = [r for r in run.results if r.check == "init"]
     if init_results:
@@ -126,14 +146,15 @@ def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str =
 
 
 def summary(run: AuditRun) -> list[str]:
-    failed = [r for r in run.results if not r.passed]
-    lines = []
+    failed = [r for r in run.results if r.counts_as_failure]
+    lines = [f"declared {r.problem} {r.dtype} {r.check}: {r.declared}" for r in run.declared]
     for result in failed:
         first = result.first_divergence
         where = result.error or f"first divergence at {first.item} (rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)})"
         lines.append(f"FAIL {result.problem} {result.dtype} {result.check}: {where}")
     skipped = sum(1 for r in run.results if r.verdict == "n/a")
-    lines.append(f"{'PASSED' if run.passed else 'FAILED'}: {len(run.results) - len(failed)}/{len(run.results)} checks "
-                 f"passed ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
+    declared = f" and {len(run.declared)} declared deviation(s)" if run.declared else ""
+    lines.append(f"{verdict_line(run)}: {sum(r.passed for r in run.results)}/{len(run.results)} checks "
+                 f"passed{declared} ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
                  f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines
