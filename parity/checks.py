@@ -302,7 +302,17 @@ def check_forward(pair: AuditPair) -> CheckResult:
     if pair.problem_map.uncompared:
         result.notes.append(f"not compared (no port module computes them alone): "
                             f"{', '.join(pair.problem_map.uncompared)}")
+    result.comparisons.append(trainable_parameter_count(pair))
     return result
+
+
+def trainable_parameter_count(pair: AuditPair) -> Comparison:
+    """The port's trainable parameters (requires_grad) against the reference's trainable variables, exactly."""
+    port_count = sum(p.numel() for p in pair.model.parameters() if p.requires_grad)
+    reference_count = sum(int(np.prod(v.shape)) for v in pair.reference.graph.trainable_variables.values())
+    return Comparison("trainable parameters", float(abs(port_count - reference_count)),
+                      abs(port_count - reference_count) / reference_count, 0.0, port_count == reference_count,
+                      f"port {port_count:,}, reference {reference_count:,}")
 
 
 def check_train_mode(pair: AuditPair) -> CheckResult:

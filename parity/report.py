@@ -115,6 +115,11 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
                                         f"{_fmt(worst.tolerance)})" if worst else "")
             lines.append(f"- {result.problem} {result.dtype} {result.check}: declared \"{result.declared}\"; {measured}")
         lines.append("")
+    if counts := parameter_counts(run):
+        lines += ["## Trainable parameters", "", "| problem | port | reference | equal |", "|---|---|---|---|"]
+        lines += [f"| {problem} | {c.note.replace('port ', '').replace(', reference ', ' | ')} | "
+                  f"{'yes' if c.passed else '**NO**'} |" for problem, c in counts.items()]
+        lines.append("")
     init_results = [r for r in run.results if r.check == "init"]
     if init_results:
         lines += ["## Initialisation (port's own initial weights vs the reference's, per tensor)", "",
@@ -132,6 +137,17 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
     if deviations := known_deviations(run):
         lines += ["", "## Known deviations of the original or the port", ""] + [f"- {d}" for d in deviations]
     return "\n".join(lines) + "\n"
+
+
+def parameter_counts(run: AuditRun) -> dict:
+    """problem -> the forward check's trainable-parameter comparison (its note holds both counts)."""
+    counts = {}
+    for result in run.results:
+        if result.check == "forward":
+            for comparison in result.comparisons:
+                if comparison.item == "trainable parameters":
+                    counts.setdefault(result.problem, comparison)
+    return counts
 
 
 def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str = "parity-report") -> tuple[Path, Path]:

@@ -44,18 +44,20 @@ TOLERANCES: dict[tuple[str, str], float] = {
     ("step", "float32"): 1e-4,
     # deep: forward float64 W404 3.8e-15, I3 4.7e-15; loss I3 3.7e-16; gradients W404 2.6e-14, I3 1.1e-11 (a BN
     # beta: a sum that cancels); train_mode W404 1.5e-14, I3 7.7e-12 (aux-head BN over 2 values); step I3 2.2e-13.
-    # deep float32: forward W404 3.3e-6, I3 4.1e-6, V 8.0e-7; loss I3 train phase 1.4e-5 FAILS; gradients W404, I3:
-    # every audit batch has ReLU kink flips, FAILS (V 6.5e-6); train_mode W404 1.2e-5 FAILS, I3 9.8e-5 FAILS
-    # (4.6e-3 in the aux-head BN, which normalises a 1x1 map over a batch of 2).
+    # deep float32: forward W404 3.3e-6, I3 4.1e-6, V 8.0e-7; gradients V 6.5e-6; the others exceed these
+    # tolerances through round-off alone and are judged as below (parity.roundoff), not by a wider tolerance.
 }
-# float32 on the deep nets (W404: 40 layers, I3: 96 conv_BN layers), measured, not yet resolved:
-# - train_mode: batch-statistics BN amplifies round-off layer by layer; W404 reaches 1.2e-5 at its last
-#   units, I3 2e-5 .. 1e-4 from block 5b on. I3's aux head normalises a 1x1 map over the batch, i.e.
-#   over 2 values at audit batch 2: (x - mean) / sqrt(var + eps) with var from 2 values magnifies
-#   round-off ~1e3 times (its float64 error, 7.7e-12, is 1e3 x every other layer's too).
-# - gradients: all 6 audit batches have activations on opposite sides of 0 (W404 4-8, I3 585-723 by
-#   kink_flips, which counts every tap, pre-BN conv outputs included), so no batch is kink-free.
-# The tolerances above are not widened for this; these checks fail until the audit handles it.
+# float32 on the deep BN nets (W404: 40 layers, I3: 96 conv-BN layers), measured on batch 0, seed 0:
+# - train_mode: batch-statistics BN amplifies round-off layer by layer: W404 1.2e-5 at its last units,
+#   I3 up to 7.5e-4 in block 7 and 4.6e-3 in the aux-head BN (a 1x1 map normalised over 2 values at
+#   batch 2). The float32 *reference* is as far from the exact (float64) result: 4.7e-4 and 2.2e-3 there.
+#   Judged by the envelope: the port's error from the exact result <= 4x the float32 reference's
+#   (measured ratios: W404 0.8 .. 1.7, I3 up to 2.0 over the taps, the statistics and the train-phase loss).
+# - gradients: every batch puts a few pre-activations on opposite sides of a ReLU kink in the two
+#   frameworks (W404 4-6 elements of ~2e7, I3 585 counting every tap) and max-pool windows hold
+#   near-ties; one such element moves a whole kernel's gradient by up to 2.6e-2. The gradient is cut at
+#   those elements (and at those within 2x the tap's measured difference of 0) in both frameworks:
+#   W404 then 1.2e-5 (within 1e-4); I3 282 of 292 tensors need the envelope (up to 3.1e-3, ratio <= 2).
 
 
 def tolerance(kind: str, dtype: str) -> float:
