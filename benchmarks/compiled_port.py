@@ -1,11 +1,12 @@
-"""The port as the runner runs it by default, for the parity audit: every model compiled in place.
+"""The port with every model compiled, for the parity audit of the runner's compiled path.
 
     PYTHONPATH=. python -m parity audit --port benchmarks.compiled_port:PORT --problem cifar10_3c3d --dtype float32
 
-`deepobs.runner.build_model(compile=True)` calls `nn.Module.compile()`, so the module, its parameter
-names, its weight map and its forward hooks are those of the eager model; TorchDynamo traces the audit's
-tap hooks into the graph (or breaks the graph at them), so every check, per-layer taps included, runs
-on inductor's code.
+The runner compiles the evaluation forward (`deepobs.runner.COMPILED_PHASES`) through `torch.compile`;
+this port compiles the whole model in place (`nn.Module.compile()`: the same module, parameter names,
+weight map and hooks), so every check the audit runs, train mode and gradients included, goes through
+inductor's code. The audit's per-layer taps are forward hooks registered before each call: TorchDynamo
+traces them into the graph (or breaks the graph at them), so the taps still read the compiled model.
 """
 from __future__ import annotations
 
@@ -15,13 +16,12 @@ from parity.port import Port, deepobs_port
 
 
 def compiled_port() -> Port:
-    import torch
-
     from deepobs.problems import PROBLEMS
-    from deepobs.runner import build_model as runner_model
 
     def build_model(problem: str):
-        return runner_model(PROBLEMS[problem], torch.device("cpu"), compile=True)
+        model = PROBLEMS[problem].build_model()
+        model.compile()
+        return model
 
     return dataclasses.replace(deepobs_port(), name="deepobs (torch.compile)", build_model=build_model)
 

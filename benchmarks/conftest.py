@@ -106,22 +106,25 @@ def pytest_addoption(parser):
                      help="write the model benchmarks' results (with the machine's description) to this JSON")
 
 
-_RESULTS: list[dict] = []
+class BenchResults(list):
+    """The rows measured so far; the run's JSON is rewritten after each, so a stopped run keeps its rows."""
 
+    def __init__(self, path: Path | None):
+        super().__init__()
+        self.path = path
 
-def pytest_sessionfinish(session, exitstatus):
-    path = session.config.getoption("bench_json")
-    if path is None or not _RESULTS:
-        return
-    cpu = cpu_description()
-    run = {"datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine_kind": machine_kind(cpu),
-           "cpu": cpu, "libraries": library_builds(), "threads": _thread_settings(), "results": _RESULTS}
-    write_atomically(Path(path), json.dumps(run, indent=1))
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self.path is not None:
+            cpu = cpu_description()
+            run = {"datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine_kind": machine_kind(cpu),
+                   "cpu": cpu, "libraries": library_builds(), "threads": _thread_settings(), "results": list(self)}
+            write_atomically(self.path, json.dumps(run, indent=1))
 
 
 @pytest.fixture(scope="session")
-def bench_results() -> list[dict]:
-    return _RESULTS
+def bench_results(request) -> BenchResults:
+    return BenchResults(request.config.getoption("bench_json"))
 
 
 def pytest_report_header(config):
