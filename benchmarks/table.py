@@ -1,7 +1,7 @@
 """One markdown table from a run of test_bench_models.py (--bench-json): port vs reference examples/s.
 
-    python benchmarks/table.py RUN.json          # the machine's heading, conditions, table and summary
-    python benchmarks/table.py A.json B.json     # several runs (e.g. light + deep) of one machine, one table
+    python -m benchmarks.table RUN.json          # the machine's heading, conditions, table and summary
+    python -m benchmarks.table A.json B.json     # several runs (e.g. light + deep) of one machine, one table
 
 docs/benchmarks.md keeps one such table per machine kind (the heading: CPU model, widest vector
 extensions, cores); a new machine gets its own section, it never replaces another's.

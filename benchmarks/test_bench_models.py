@@ -20,7 +20,7 @@ WRN-40-4) carry the `deep` marker: `tox -e bench` leaves them out, `tox -e bench
 
 Run: tox -e bench (see docs/benchmarks.md), or
     python -m pytest benchmarks/test_bench_models.py -m "benchmark and not deep" --bench-json=out.json
-    python benchmarks/table.py out.json
+    python -m benchmarks.table out.json
 """
 from __future__ import annotations
 
