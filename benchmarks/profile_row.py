@@ -3,10 +3,11 @@
     PYTHONPATH=. python -m benchmarks.profile_row cifar10_3c3d train --steps 5
 
 Runs the row's port step (benchmarks/test_bench_models.py: the runner's default path) a few times under
-torch.profiler with FLOP counting, then prints the ops taking the most self time, the achieved GFLOP/s of
-the convolutions and matrix products (the ops the profiler counts FLOPs for) and a practical peak: the
-GFLOP/s of a 2048^3 float32 matrix product on the same threads. Time outside the counted ops is
-elementwise work, memory reorders and per-op overhead.
+torch.profiler, then prints the ops taking the most self time, the step's FLOPs (the convolutions and
+matrix products of one eager forward, counted by the profiler; a training step does about three times a
+forward's), the achieved GFLOP/s over the step, and a practical peak: the GFLOP/s of a 2048^3 float32
+matrix product on the same threads, measured just after. The ratio of the two says whether the step is
+bound by its arithmetic or by everything else (elementwise work, memory reorders, per-op overhead).
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def matmul_peak_gflops(repeats: int = 5) -> float:
     return 2 * MATMUL_SIZE**3 / best / 1e9
 
 
+def forward_flops(eval_step) -> float:
+    """FLOPs of the convolutions and matrix products of one eager forward, as torch.profiler counts them."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        eval_step()
+    return float(sum(event.flops for event in prof.key_averages() if event.flops))
+
+
 def main() -> None:
     from benchmarks.test_bench_models import batch_size, fixed_batch, torch_step
     from deepobs import runner
@@ -53,23 +61,21 @@ def main() -> None:
                       compile=runner.RunSettings.compile and not args.eager)
     for _ in range(3):
         step()
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for _ in range(args.steps):
             step()
         wall = time.perf_counter() - start
-    events = prof.key_averages()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
-    counted = [event for event in events if event.flops]
-    flops = sum(event.flops for event in counted)
-    counted_seconds = sum(event.cpu_time_total for event in counted) / 1e6  # inclusive time of the FLOP ops
+    flops = forward_flops(torch_step(problem, "eval", fixed_batch(problem, size), compile=False))
+    flops *= 3 if args.phase == "train" else 1
     peak = matmul_peak_gflops()
+    achieved = flops * args.steps / wall / 1e9
     print(f"{args.problem} {args.phase} batch {size}, {'eager' if args.eager else 'runner default'}: "
           f"{wall / args.steps * 1e3:.1f} ms/step ({size * args.steps / wall:,.0f} ex/s), load {os.getloadavg()[0]:.1f}")
-    print(f"FLOP-counted ops (conv, mm, addmm, bmm): {flops / args.steps / 1e9:.2f} GFLOP/step, "
-          f"{counted_seconds / wall:.0%} of wall time, {flops / max(counted_seconds, 1e-9) / 1e9:.1f} GFLOP/s in them, "
-          f"{flops / wall / 1e9:.1f} GFLOP/s over the step; practical peak ({MATMUL_SIZE}^3 sgemm, "
-          f"{torch.get_num_threads()} threads): {peak:.0f} GFLOP/s")
+    print(f"{flops / 1e9:.2f} GFLOP/step{' (3x forward)' if args.phase == 'train' else ''}: {achieved:.1f} GFLOP/s, "
+          f"{achieved / peak:.0%} of the practical peak ({MATMUL_SIZE}^3 sgemm, {torch.get_num_threads()} threads: "
+          f"{peak:.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":
