@@ -7,6 +7,7 @@ any benchmark module.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -61,18 +62,76 @@ def _foreign_load(record: dict):
         record["foreign_cores"] = round(max(others, 0.0) / (time.perf_counter() - wall), 2)
 
 
-def pytest_configure(config):
-    # pytest-benchmark writes --benchmark-json before --benchmark-autosave creates the storage folder.
-    json_path = config.getoption("benchmark_json", None)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+def cpu_description() -> dict:
+    """The CPU model and the vector/matrix extensions that decide oneDNN's and inductor's kernels."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    wanted = sorted(flag for flag in flags if flag.startswith(("avx", "amx")) or flag in ("fma", "f16c"))
+    return {"model": model, "flags": wanted, "cores": os.cpu_count()}
+
+
+def machine_kind(cpu: dict) -> str:
+    """The key of a machine's table in docs/benchmarks.md: CPU model, widest vector extensions, cores."""
+    widest = [flag for flag in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if flag in cpu["flags"]]
+    return f"{cpu['model']}, {'/'.join(widest[:2]) or 'no AVX2'}, {cpu['cores']} cores"
+
+
+def library_builds() -> dict:
+    config = torch.__config__.show()
+    picked = [line.strip(" -") for line in config.splitlines()
+              if any(word in line for word in ("Math Kernel Library", "MKL-DNN", "oneDNN", "OpenMP", "CPU capability"))]
+    return {"torch": torch.__version__, "torch_build": picked, "mkldnn_enabled": torch.backends.mkldnn.is_available(),
+            "mkl_enabled": torch.backends.mkl.is_available(), "tensorflow": tf.__version__,
+            "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)")}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-json", type=Path, default=None,
+                     help="write the model benchmarks' results (with the machine's description) to this JSON")
+
+
+class BenchResults(list):
+    """The rows measured so far; the run's JSON is rewritten after each, so a stopped run keeps its rows."""
+
+    def __init__(self, path: Path | None):
+        super().__init__()
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        if self.path is not None:
+            cpu = cpu_description()
+            run = {"datetime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine_kind": machine_kind(cpu),
+                   "cpu": cpu, "libraries": library_builds(), "threads": _thread_settings(), "results": list(self)}
+            write_atomically(self.path, json.dumps(run, indent=1))
+
+
+@pytest.fixture(scope="session")
+def bench_results(request) -> BenchResults:
+    return BenchResults(request.config.getoption("bench_json"))
 
 
 def pytest_report_header(config):
     threads = _thread_settings()
     return [
-        f"bench conditions: torch {torch.__version__} eager, tensorflow {tf.__version__} tf.function; "
-        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})",
+        f"bench conditions: torch {torch.__version__}, tensorflow {tf.__version__} tf.function; "
+        f"{machine_kind(cpu_description())}",
         "threads: " + ", ".join(f"{fw} intra {t['intra']} inter {t['inter']}" for fw, t in threads.items()),
     ]
 

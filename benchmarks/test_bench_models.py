@@ -1,19 +1,26 @@
-"""Examples/s of every registered problem: the port (torch eager) against the reference (TF, tf.function).
+"""Examples/s of every registered problem: the port as the runner runs it against the reference (TF, tf.function).
 
-For each problem, framework and phase, on one fixed float32 batch drawn as the problem family declares
-its inputs and targets (the audit's `make_batches`: the same numbers in both; NCHW for torch, NHWC for
-TF, each framework's own layout):
+For each problem and phase, on one fixed float32 batch at the original's default batch size (128 where
+it has none), drawn as the problem family declares its inputs and targets (the audit's `make_batches`:
+the same numbers in both; NCHW for torch, NHWC for TF):
 - eval:  the inference forward pass (torch: model.eval() under no_grad; TF: training=False);
-- train: forward in train mode, the problem's mean loss + L2, backward, and a momentum-SGD step
-         (torch.optim.SGD(momentum=0.9) / tf.compat.v1.train.MomentumOptimizer).
-Stateful models (the character LSTM) carry their state from one timed call to the next, as in training.
-Conditions (see conftest.py): the same intra/inter-op threads for both frameworks; warm-up excluded
-(two untimed calls, which trace the tf.function and create optimizer slots, then pytest-benchmark's
-warm-up round); the batch is the problem's default (128 where it has none), capped by BATCH_CAPS.
-A third column, torch.compile (inductor) of the model, runs with BENCH_TORCH_COMPILE=1.
+- train: the runner's training step (`deepobs.runner.train_step`: zero_grad, mean loss + L2, backward,
+         step) with torch.optim.SGD(momentum=0.9), against forward, loss, gradients and
+         tf.compat.v1.train.MomentumOptimizer in one tf.function.
+Three columns, timed interleaved round by round (benchmarks/stats.py) so the machine's drift cancels:
+- port:      the step as the runner runs it by default (`deepobs.runner.build_model` with RunSettings.compile:
+             compiled where runner.COMPILED_PHASES and runner.worth_compiling say so);
+- eager:     the same with compile=False;
+- reference: tf_reference in tf.function.
+The verdict per row is the median over rounds of the paired ratio port/reference with a bootstrap 95%
+interval. Stateful models (the character LSTM) carry their state from one call to the next, as in training.
+Warm-up is excluded (the first calls trace, compile and create optimizer slots); the port's compile time
+and its break-even in steps against eager are recorded. The deep problems (VGG at 224x224, Inception v3,
+WRN-40-4) carry the `deep` marker: `tox -e bench` leaves them out, `tox -e bench-deep` runs them.
 
-Run: tox -e bench, or .venv/bin/python -m pytest benchmarks/test_bench_models.py --benchmark-json=out.json
-then python benchmarks/table.py out.json.
+Run: tox -e bench (see docs/benchmarks.md), or
+    python -m pytest benchmarks/test_bench_models.py -m "benchmark and not deep" --bench-json=out.json
+    python -m benchmarks.table out.json
 """
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ import time
 import pytest
 import torch
 
+from benchmarks.stats import bootstrap_median, paired_ratios, time_interleaved
+from deepobs import runner
 from deepobs.optim import OPTIMIZERS
 from deepobs.problems import PROBLEMS
-from parity.audit import make_batches
+from parity.audit import DEEP_PROBLEMS, make_batches
 from parity.checks import reference_targets
 from tf_reference import REFERENCE_PROBLEMS, ReferenceProblem
 from tf_reference._tf import tf  # after conftest.py has pinned TF's threads
@@ -36,31 +45,17 @@ pytestmark = pytest.mark.benchmark
 
 DTYPE = "float32"
 DEFAULT_BATCH_SIZE = 128  # where the original has no default
-LEARNING_RATE = 1e-3  # small enough that 100 steps on one batch neither diverge nor reach denormals
-# Batch caps for problems whose default batch would not fit `tox -e bench`'s 15 minutes on 2 cores with
-# room for a busy machine (a default-batch training step here takes about, port / reference):
-BATCH_CAPS = {
-    "cifar100_allcnnc": 32,  # default 256: 3.9 s / 4.3 s per step
-    "svhn_wrn164": 32,  # default 128: 2.6 s / 3.5 s per step
-    "cifar100_wrn404": 32,  # no default (128 here): about 3x svhn_wrn164's work per example
-    "imagenet_inception_v3": 8,  # no default (128 here; 32 in the paper): 299x299 inputs, 27M parameters
-    # VGG at 224x224 (no default batch; 128 would be ~1 min per step here): about 31 GFLOP per example
-    # and training step, forward and backward.
-    **{f"{data}_vgg{variant}": 8 for data in ("cifar10", "cifar100", "imagenet") for variant in (16, 19)},
-}
-UNCAPPED = os.environ.get("BENCH_UNCAPPED") == "1"  # run every problem at its default batch
-
-FRAMEWORKS = ("torch", "tf") + (("torch.compile",) if os.environ.get("BENCH_TORCH_COMPILE") == "1" else ())
+LEARNING_RATE = 1e-3  # small enough that the timed steps on one batch neither diverge nor reach denormals
 PHASES = ("eval", "train")
-UNTIMED_CALLS = 2
-TARGET_SECONDS = 3.0  # timed time per benchmark, within the round limits below
-MIN_ROUNDS, MAX_ROUNDS = 3, 100
-MIN_ROUND_SECONDS = 0.01  # sub-millisecond steps are repeated within a round to be timed reliably
+PORT, EAGER, REFERENCE = "port", "eager", "reference"
+TARGET_SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))  # timed seconds per column and row
+MIN_ROUNDS, MAX_ROUNDS = 5, 21  # five paired rounds are the fewest that give the median an interval
+DEEP_ROUNDS = 3  # a deep default-batch step takes tens of seconds here
+MIN_ROUND_SECONDS = 0.02  # sub-20 ms steps repeat within a round
 
 
 def batch_size(problem) -> int:
-    default = problem.batch_size or DEFAULT_BATCH_SIZE
-    return default if UNCAPPED else min(default, BATCH_CAPS.get(problem.name, default))
+    return problem.batch_size or DEFAULT_BATCH_SIZE
 
 
 def fixed_batch(problem, size: int):
@@ -68,27 +63,31 @@ def fixed_batch(problem, size: int):
     return make_batches(REFERENCE_PROBLEMS[problem.name], DTYPE, seed=0, batch_size=size, count=1)[0]
 
 
-def torch_step(problem, phase: str, batch, compiled: bool):
-    model = problem.model(torch.float32)
-    forward = torch.compile(model) if compiled else model
+def runner_batch(problem, inputs: tuple, targets) -> tuple:
+    """The batch as the port's data sets yield it (what `Family.split_batch` takes apart)."""
+    if len(inputs) == 2:  # the 2-D functions: (x, y)
+        return inputs
+    if problem.family.targets in ("inputs", "none"):
+        return inputs[0], None
+    return inputs[0], targets
+
+
+def torch_step(problem, phase: str, batch, compile: bool):
+    torch.manual_seed(0)
+    models = runner.build_model(problem, torch.device("cpu"), compile=compile)
     inputs, targets = batch.port_inputs(torch.float32), batch.port_targets(torch.float32)
     if phase == "eval":
-        model.eval()
+        model = models.eval.eval()
 
         def step():
             with torch.no_grad():
-                return forward(*inputs)
+                return model(*inputs)
         return step
 
-    model.train()
-    optimizer = OPTIMIZERS["momentum"]([p for p in model.parameters() if p.requires_grad], LEARNING_RATE)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        data_loss, l2 = problem.loss_terms(model, forward(*inputs), targets)
-        (data_loss + l2).backward()
-        optimizer.step()
-    return step
+    model = models.train.train()
+    optimizer = OPTIMIZERS["momentum"](models.model.parameters(), LEARNING_RATE)
+    data = runner_batch(problem, inputs, targets)
+    return lambda: runner.train_step(problem, model, optimizer, data, None, needs_closure=False)
 
 
 def tf_step(problem, phase: str, batch):
@@ -114,35 +113,70 @@ def tf_step(problem, phase: str, batch):
     return lambda: train_step(inputs, targets)
 
 
-def rounds_and_iterations(step) -> tuple[int, int]:
-    for _ in range(UNTIMED_CALLS):
+def warm_seconds(step, calls: int = 2) -> float:
+    """Seconds of the first `calls` calls: tracing, compiling, optimizer state, oneDNN primitive caches."""
+    start = time.perf_counter()
+    for _ in range(calls):
         step()
+    return time.perf_counter() - start
+
+
+def one_call_seconds(step) -> float:
     start = time.perf_counter()
     step()
-    seconds = max(time.perf_counter() - start, 1e-6)
-    iterations = math.ceil(MIN_ROUND_SECONDS / seconds)
-    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, math.ceil(TARGET_SECONDS / (seconds * iterations))))
-    return rounds, iterations
+    return max(time.perf_counter() - start, 1e-6)
+
+
+def plan(seconds_per_call: float, deep: bool) -> tuple[int, int]:
+    """(rounds, iterations per round) for a step of this duration: ~TARGET_SECONDS of timed work per column."""
+    iterations = math.ceil(MIN_ROUND_SECONDS / seconds_per_call)
+    if deep:
+        return DEEP_ROUNDS, iterations
+    rounds = math.ceil(TARGET_SECONDS / (seconds_per_call * iterations))
+    return max(MIN_ROUNDS, min(MAX_ROUNDS, rounds)), iterations
+
+
+def summarise(seconds: dict[str, list[float]], size: int) -> dict:
+    """Per column: median seconds per step and examples/s; ratios against the reference with intervals."""
+    median = {name: sorted(values)[len(values) // 2] for name, values in seconds.items()}
+    summary = {"seconds": seconds, "examples_per_second": {name: size / value for name, value in median.items()}}
+    for name in (PORT, EAGER):
+        summary[f"{name}_ratio"] = bootstrap_median(paired_ratios(seconds[name], seconds[REFERENCE]))
+    return summary
+
+
+def break_even_steps(compile_seconds: float, eager_seconds: float, port_seconds: float) -> float | None:
+    """Steps after which the compiled model has paid back its compile time; None if it never does."""
+    saved = eager_seconds - port_seconds
+    return compile_seconds / saved if saved > 0 else None
+
+
+def _params(names):
+    return [pytest.param(name, marks=pytest.mark.deep) if name in DEEP_PROBLEMS else name for name in names]
 
 
 @pytest.mark.parametrize("phase", PHASES)
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("problem_name", list(PROBLEMS))
-def test_throughput(benchmark, thread_settings, foreign_load, problem_name, framework, phase):
+@pytest.mark.parametrize("problem_name", _params(PROBLEMS))
+def test_throughput(bench_results, foreign_load, thread_settings, problem_name, phase):
     problem = PROBLEMS[problem_name]
     size = batch_size(problem)
     batch = fixed_batch(problem, size)
-    if framework == "tf":
-        step = tf_step(problem, phase, batch)
-    else:
-        step = torch_step(problem, phase, batch, compiled=framework == "torch.compile")
-    rounds, iterations = rounds_and_iterations(step)
-    benchmark.group = f"{problem_name} {phase} batch {size}"
-    with foreign_load(benchmark.extra_info):
-        benchmark.pedantic(step, rounds=rounds, iterations=iterations, warmup_rounds=1)
-    benchmark.extra_info.update(
-        problem=problem_name, framework=framework, phase=phase, batch_size=size,
-        default_batch_size=problem.batch_size or DEFAULT_BATCH_SIZE, dtype=DTYPE,
-        threads=thread_settings["tf" if framework == "tf" else "torch"],
-        examples_per_second=size / benchmark.stats.stats.mean,
-    )
+    compiled = (runner.RunSettings.compile and phase in runner.COMPILED_PHASES
+                and runner.worth_compiling(problem.model()))
+    steps = {PORT: torch_step(problem, phase, batch, compile=compiled),
+             EAGER: torch_step(problem, phase, batch, compile=False),
+             REFERENCE: tf_step(problem, phase, batch)}
+    warm = {name: warm_seconds(step) for name, step in steps.items()}
+    rounds, iterations = plan(one_call_seconds(steps[EAGER]), problem_name in DEEP_PROBLEMS)
+    record = {"problem": problem_name, "phase": phase, "batch_size": size, "dtype": DTYPE,
+              "port_compiled": compiled, "rounds": rounds, "iterations": iterations,
+              "load_before": os.getloadavg()[0]}
+    with foreign_load(record):
+        seconds = time_interleaved(steps, rounds, iterations)
+    record["load_after"] = os.getloadavg()[0]
+    record.update(summarise(seconds, size))
+    eager_s, port_s = (sorted(seconds[name])[rounds // 2] for name in (EAGER, PORT))
+    record["port_warm_seconds"] = warm[PORT]
+    record["compile_seconds"] = max(warm[PORT] - 2 * eager_s, 0.0) if compiled else 0.0
+    record["break_even_steps"] = break_even_steps(record["compile_seconds"], eager_s, port_s) if compiled else None
+    bench_results.append(record)

@@ -45,6 +45,9 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-split", action="store_true",
                         help="v1.2: hold out the valid split from the train files and evaluate on it")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=RunSettings.compile,
+                        help="run the model through torch.compile (inductor): a one-off compile of each mode's graph, "
+                             "then faster steps (default: %(default)s; docs/benchmarks.md measures both)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", dest="if_exists", action="store_const", const="skip", default="error",
                           help="if this setting and seed has a result, do nothing (exit 0)")
@@ -73,7 +76,8 @@ def settings_from_args(args: argparse.Namespace, specs: list) -> RunSettings:
         lr_sched_factors=None if args.lr_sched_factors is None else tuple(args.lr_sched_factors),
         random_seed=args.random_seed, data_dir=args.data_dir, output_dir=args.output_dir,
         train_log_interval=args.train_log_interval, print_train_iter=args.print_train_iter, no_logs=args.no_logs,
-        valid_split=args.valid_split, device=args.device, if_exists=args.if_exists)
+        valid_split=args.valid_split, device=args.device, compile=args.compile,
+        if_exists=args.if_exists)
 
 
 def main(argv: list[str]) -> int:

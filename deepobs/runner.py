@@ -61,6 +61,7 @@ class RunSettings:
     no_logs: bool = False
     valid_split: bool = False  # v1.2: carve the valid split out of the train files and evaluate it
     device: str = "auto"
+    compile: bool = True  # torch.compile the model (inductor); see build_model
     if_exists: str = "error"  # a finished result of this setting and seed: error | skip | overwrite
 
     def resolved(self) -> "RunSettings":
@@ -135,6 +136,51 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+# The runner's steps that --compile compiles, chosen by measurement (docs/benchmarks.md, "What the runner
+# does"): inductor's inference graph of a conv model beats eager oneDNN by 1.2-1.8x after a 10-20 s compile;
+# its training graph (forward + AOT backward) ran 0.6x of eager on the same model, so training stays eager.
+COMPILED_PHASES = frozenset({"eval"})
+
+
+@dataclass(frozen=True)
+class PhaseModels:
+    """The module each step calls: the model itself, or its compiled wrapper (same parameters and state)."""
+
+    model: torch.nn.Module
+    train: torch.nn.Module
+    eval: torch.nn.Module
+
+
+def worth_compiling(model: torch.nn.Module) -> bool:
+    """Convolutions and their pointwise neighbours are what inductor fuses; dense and recurrent models were
+    as fast eager, so they are not made to wait for a compile."""
+    return any(isinstance(module, torch.nn.Conv2d) for module in model.modules())
+
+
+def build_model(problem: Problem, device: torch.device, compile: bool) -> PhaseModels:
+    """The problem's model on `device` and what the training and evaluation steps call: with `compile`, the
+    phases in COMPILED_PHASES go through `torch.compile` (each mode's graph compiles on its first call)."""
+    model = problem.model().to(device)
+    compiled = torch.compile(model) if compile and worth_compiling(model) else model
+    return PhaseModels(model, *(compiled if phase in COMPILED_PHASES else model for phase in ("train", "eval")))
+
+
+def train_step(problem: Problem, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
+               weight_decay: float | None, needs_closure: bool) -> torch.Tensor:
+    """One optimizer step on `batch` (already on the model's device); returns the objective before the update."""
+    def objective():
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = problem.batch_loss_and_accuracy(model, batch, weight_decay)
+        loss.backward()
+        return loss
+
+    if needs_closure:
+        return optimizer.step(objective)
+    loss = objective()
+    optimizer.step()
+    return loss
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -185,7 +231,8 @@ def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
         if isinstance(error, DataError):
             raise
         raise RunError(str(error)) from None
-    model = problem.model().to(device)
+    models = build_model(problem, device, settings.compile)
+    model = models.model
     hyperparams = {name: tuple(value) if isinstance(value, list) else value
                    for name, value in settings.hyperparams.items()}
     try:
@@ -200,7 +247,7 @@ def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
     for epoch in range(settings.num_epochs + 1):
         log(f"Evaluating after {epoch} of {settings.num_epochs} epochs...")
         for split in eval_splits:
-            loss, accuracy = evaluate(problem, model, dataset, split, settings.weight_decay, device)
+            loss, accuracy = evaluate(problem, models.eval, dataset, split, settings.weight_decay, device)
             prefix = EVAL_SPLITS[split]
             getattr(history, f"{prefix}_losses").append(loss)
             if accuracy is not None:
@@ -220,19 +267,8 @@ def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
                        desc=f"epoch {epoch + 1}/{settings.num_epochs}", file=sys.stderr)
         last_loss = None
         for step, batch in enumerate(batches):
-            batch = to_device(batch, device)
-
-            def objective():
-                optimizer.zero_grad()
-                loss, _ = problem.batch_loss_and_accuracy(model, batch, settings.weight_decay)
-                loss.backward()
-                return loss
-
-            if needs_closure:
-                last_loss = optimizer.step(objective)
-            else:
-                last_loss = objective()
-                optimizer.step()
+            last_loss = train_step(problem, models.train, optimizer, to_device(batch, device), settings.weight_decay,
+                                   needs_closure)
             if step % settings.train_log_interval == 0:
                 value = float(last_loss.detach())
                 history.minibatch_train_losses.append(value)
@@ -289,6 +325,7 @@ def build_output(settings: RunSettings, history: History) -> dict:
             "aborted_after_epoch": history.aborted_after_epoch,
             "torch_version": torch.__version__,
             "device": str(pick_device(settings.device)),
+            "compiled": settings.compile,
         },
     }
 

@@ -339,3 +339,36 @@ def test_char_rnn_evaluation_does_not_depend_on_the_split_before_it(data_dir):
     evaluate(problem, model, dataset, "train_eval", None, torch.device("cpu"))
     after_train_eval = evaluate(problem, model, dataset, "test", None, torch.device("cpu"))
     assert alone == after_train_eval
+
+
+# --- compiled evaluation (--compile, the default) --------------------------------------------------------
+
+def test_compile_switch_defaults_on_and_turns_off():
+    flags = ["cifar10_3c3d", "--optimizer", "torch.optim.SGD", "--lr", "0.1"]
+    assert parse(flags).compile is True and RunSettings.compile is True
+    assert parse([*flags, "--no-compile"]).compile is False and parse([*flags, "--compile"]).compile is True
+
+
+def test_compile_wraps_only_the_measured_phases_of_conv_models():
+    from deepobs.problems import PROBLEMS
+    from deepobs.runner import COMPILED_PHASES, build_model
+
+    conv = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=True)
+    assert conv.eval is not conv.model and conv.eval._orig_mod is conv.model  # a wrapper: same parameters
+    assert (conv.train is conv.model) == ("train" not in COMPILED_PHASES)
+    dense = build_model(PROBLEMS["mnist_mlp"], torch.device("cpu"), compile=True)
+    eager = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=False)
+    assert all(module is models.model for models in (dense, eager) for module in (models.train, models.eval))
+
+
+def test_compiled_evaluation_reports_what_eager_evaluation_does(cifar_results, data_dir, tmp_path):
+    """Training is eager in both runs, so the weights agree bit for bit; the compiled evaluation's metrics
+    may differ from eager's only by float32 reordering."""
+    assert main([*CIFAR_RUN, "-r", "1", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                 "--no-compile"]) == 0
+    compiled, eager = (json.loads(next(root.rglob("*random_seed__1*.json")).read_text())
+                       for root in (cifar_results, tmp_path))
+    assert compiled["deepobs_torch"]["compiled"] and not eager["deepobs_torch"]["compiled"]
+    assert compiled["minibatch_train_losses"] == eager["minibatch_train_losses"]
+    for key in ("train_losses", "test_losses", "train_accuracies", "test_accuracies"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key

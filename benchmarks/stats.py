@@ -1,0 +1,63 @@
+"""Interleaved timing and the ratio's statistics: pure functions, shared by every benchmark here.
+
+A machine's speed drifts (turbo, other tenants, page cache) on the scale of seconds to minutes. Timing
+all of A and then all of B puts that drift into the ratio A/B; alternating them round by round
+(A B, B A, A B, ...) gives every round of A a neighbour of B measured under the same conditions, so
+the per-round ratio cancels the drift and its median over rounds is robust to the odd disturbed round.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 4000
+
+
+def interleaved_order(names: Sequence[str], rounds: int) -> list[list[str]]:
+    """The order of each round: the names as given in even rounds, reversed in odd ones (A B, B A, ...),
+    so that no variant always runs first (after the others' caches) or last."""
+    return [list(names) if index % 2 == 0 else list(reversed(names)) for index in range(rounds)]
+
+
+def time_interleaved(steps: Mapping[str, Callable[[], object]], rounds: int, iterations: int,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per call of every step, one value per round, the steps alternating within and across rounds."""
+    seconds = {name: [] for name in steps}
+    for order in interleaved_order(list(steps), rounds):
+        for name in order:
+            step = steps[name]
+            start = clock()
+            for _ in range(iterations):
+                step()
+            seconds[name].append((clock() - start) / iterations)
+    return seconds
+
+
+def paired_ratios(numerator_seconds: Sequence[float], denominator_seconds: Sequence[float]) -> np.ndarray:
+    """Per round, the speed of the numerator's step over the denominator's (examples/s on the same batch):
+    the denominator's seconds over the numerator's."""
+    numerator, denominator = np.asarray(numerator_seconds, float), np.asarray(denominator_seconds, float)
+    if numerator.shape != denominator.shape or numerator.size == 0:
+        raise ValueError("need the same, non-zero number of rounds for both")
+    return denominator / numerator
+
+
+def bootstrap_median(values: Sequence[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): the median and its percentile-bootstrap interval (rounds resampled with replacement)."""
+    values = np.asarray(values, float)
+    if values.size == 0:
+        raise ValueError("no values")
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(medians, [tail, 1.0 - tail])
+    return float(np.median(values)), float(low), float(high)
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    values = np.asarray(values, float)
+    return float(np.exp(np.mean(np.log(values))))

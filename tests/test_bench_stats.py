@@ -1,0 +1,106 @@
+"""The benchmarks' statistics and table (benchmarks/stats.py, benchmarks/table.py): no timing asserted."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import table
+from benchmarks.stats import (bootstrap_median, geometric_mean, interleaved_order, paired_ratios,
+                              time_interleaved)
+
+
+def test_rounds_alternate_the_order_so_no_variant_always_goes_first():
+    assert interleaved_order(["port", "eager", "reference"], 3) == [
+        ["port", "eager", "reference"], ["reference", "eager", "port"], ["port", "eager", "reference"]]
+
+
+class DriftingMachine:
+    """A clock and steps on a machine that slows down linearly with time: step `name` costs
+    cost[name] * (1 + drift * now) seconds."""
+
+    def __init__(self, cost: dict[str, float], drift: float):
+        self.now, self.cost, self.drift, self.calls = 0.0, cost, drift, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def step(self, name: str):
+        def run():
+            self.calls.append(name)
+            self.now += self.cost[name] * (1.0 + self.drift * self.now)
+        return run
+
+
+def test_interleaving_cancels_drift_that_sequential_timing_reports_as_a_speed_difference():
+    cost = {"port": 1.0, "reference": 2.0}  # the port is exactly twice as fast
+    machine = DriftingMachine(cost, drift=0.05)
+    seconds = time_interleaved({name: machine.step(name) for name in cost}, rounds=10, iterations=3,
+                               clock=machine.clock)
+    assert machine.calls[:12] == ["port"] * 3 + ["reference"] * 6 + ["port"] * 3  # A B, B A
+    assert all(len(values) == 10 for values in seconds.values())
+    median, low, high = bootstrap_median(paired_ratios(seconds["port"], seconds["reference"]))
+    assert low <= median <= high and median == pytest.approx(2.0, rel=0.05)
+    # The same drift timed all-port-then-all-reference: the later reference looks slower than it is.
+    sequential = DriftingMachine(cost, drift=0.05)
+    port = time_interleaved({"port": sequential.step("port")}, 10, 3, clock=sequential.clock)["port"]
+    reference = time_interleaved({"reference": sequential.step("reference")}, 10, 3, clock=sequential.clock)
+    assert np.median(paired_ratios(port, reference["reference"])) > 2.5
+
+
+def test_per_round_seconds_are_per_call():
+    machine = DriftingMachine({"a": 0.5}, drift=0.0)
+    assert time_interleaved({"a": machine.step("a")}, rounds=2, iterations=4, clock=machine.clock) == {"a": [0.5, 0.5]}
+    assert len(machine.calls) == 8
+
+
+def test_paired_ratio_is_the_speed_of_the_numerator():
+    assert paired_ratios([1.0, 2.0], [2.0, 3.0]).tolist() == [2.0, 1.5]
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_bootstrap_interval_brackets_the_median_and_narrows_with_rounds():
+    assert bootstrap_median([1.3] * 7) == (1.3, 1.3, 1.3)
+    rng = np.random.default_rng(1)
+    few, many = (bootstrap_median(1.2 + 0.1 * rng.standard_normal(n)) for n in (7, 200))
+    for median, low, high in (few, many):
+        assert low <= median <= high
+    assert many[2] - many[1] < few[2] - few[1] and many[1] < 1.2 < many[2]
+    with pytest.raises(ValueError):
+        bootstrap_median([])
+
+
+def test_geometric_mean():
+    assert geometric_mean([0.5, 2.0, 1.0]) == pytest.approx(1.0)
+
+
+def row(problem: str, phase: str, port_ratio: float, eager_ratio: float) -> dict:
+    return {"problem": problem, "phase": phase, "batch_size": 128, "port_compiled": phase == "eval",
+            "examples_per_second": {"port": 2000.0, "eager": 1500.0, "reference": 1000.0},
+            "port_ratio": [port_ratio, port_ratio - 0.1, port_ratio + 0.1],
+            "eager_ratio": [eager_ratio, eager_ratio - 0.1, eager_ratio + 0.1],
+            "compile_seconds": 12.0, "break_even_steps": 24.0 if phase == "eval" else None,
+            "rounds": 5, "iterations": 1, "load_before": 0.1, "load_after": 0.2, "foreign_cores": 0.3}
+
+
+def test_table_names_the_machine_and_every_row_below_one(tmp_path, capsys):
+    run = {"datetime": "2026-11-30T00:00:00Z", "machine_kind": "Some CPU, avx512f, 2 cores",
+           "cpu": {"flags": ["avx2", "avx512f"]}, "threads": {"torch": {"intra": 2, "inter": 2}},
+           "libraries": {"torch": "2", "torch_build": ["oneDNN v3"], "mkldnn_enabled": True, "tensorflow": "2",
+                         "tf_onednn": "default"},
+           "results": [row("cifar10_3c3d", "eval", 2.0, 1.5), row("cifar10_3c3d", "train", 0.5, 0.5)]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    assert table.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Some CPU, avx512f, 2 cores")
+    assert "| cifar10_3c3d | eval | 128 | 2,000 | 1,500 | 1,000 | 2.00 [1.90, 2.10] | 1.50 [1.40, 1.60] | 12 | 24 |" in out
+    assert "| - | - | 5x1 | 0.1-0.2 | 0.30 (contended) |" in out  # train: eager, no compile
+    assert "geometric mean 1.00 (eager 0.87); min 0.50; below 1.0: cifar10_3c3d train 0.50" in out
+
+
+def test_table_of_a_missing_file_is_one_line(tmp_path, capsys):
+    assert table.main([str(tmp_path / "none.json")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
