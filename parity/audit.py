@@ -39,7 +39,8 @@ class AuditRun:
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        """Every check passed; the diagnostic (teacher-forced) results explain, they never decide."""
+        return bool(self.results) and all(r.passed for r in self.results if not r.diagnostic)
 
 
 def resolve_problems(port: Port, requested: list[str] | None) -> list[str]:
@@ -102,8 +103,12 @@ def build_pair(port: Port, problem: str, dtype: str, seed: int):
 
 
 def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
-                  checks: list[str] | None = None) -> list[CheckResult]:
-    """All checks of one problem in one dtype. A check that raises becomes a failed result."""
+                  checks: list[str] | None = None, isolate: bool | None = None) -> list[CheckResult]:
+    """All checks of one problem in one dtype. A check that raises becomes a failed result.
+
+    `isolate`: also run every layer on the reference's own input (parity.isolate) and attach diagnosis hints;
+    None (default) does so when a check of a full run (no `checks` subset) failed.
+    """
     from parity.checks import CHECKS
 
     try:
@@ -118,7 +123,35 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
         except Exception as error:  # noqa: BLE001 - a crash inside a check is a failed check, reported
             results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
                                        traceback=traceback.format_exc()))
+    mark_unjudged_steps(results)
+    if isolate or (isolate is None and checks is None and any(not r.passed for r in results)):
+        results += diagnostics(pair, results)
     return results
+
+
+def mark_unjudged_steps(results: list[CheckResult]) -> None:
+    """A step with the port's own gradients that passes only within what failed gradients propagate says
+    nothing about the optimizer: it is not judged (its '(reference gradients)' variant judges the formula)."""
+    if all(r.passed for r in results if r.check == "gradients"):
+        return
+    for result in results:
+        explained = any("propagated gradient difference" in c.note for c in result.comparisons)
+        if result.check.startswith("step/") and "(" not in result.check and result.passed and explained:
+            result.not_judged = "gradients differ"
+
+
+def diagnostics(pair, results: list[CheckResult]) -> list[CheckResult]:
+    """The teacher-forced checks (parity.isolate) with their diagnosis hints (parity.hints)."""
+    from parity.hints import diagnose
+    from parity.isolate import isolate
+
+    try:
+        isolated, evidence = isolate(pair)
+        diagnose(pair, results, isolated, evidence)
+    except Exception as error:  # noqa: BLE001 - a diagnosis that breaks must not hide the checks' results
+        return [CheckResult(pair.problem, "isolated", pair.dtype, error=f"{type(error).__name__}: {error}",
+                            traceback=traceback.format_exc(), diagnostic=True)]
+    return isolated
 
 
 def parameter_count(port: Port, problem: str) -> int:
@@ -156,7 +189,7 @@ def split_heavy(port: Port, problems: list[str]) -> tuple[list[str], list[str]]:
 
 def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
               progress: Callable[[str], None] | None = None, checks: list[str] | None = None,
-              init: bool = True) -> AuditRun:
+              init: bool = True, isolate: bool | None = None) -> AuditRun:
     """Every check of every problem in every dtype, then (once per problem) the initialisers."""
     from parity.init_check import audit_init
 
@@ -164,12 +197,12 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     for dtype in dtypes:
         for problem in problems:
             start = time.perf_counter()
-            results = audit_problem(port, problem, dtype, seed, checks)
+            results = audit_problem(port, problem, dtype, seed, checks, isolate)
             gc.collect()  # the problem's models, gradients and slots, before the next one is built
             run.results += results
             run.seconds[f"{problem} {dtype}"] = time.perf_counter() - start
             if progress:
-                failed = [r.check for r in results if not r.passed]
+                failed = [r.check for r in results if not r.passed and not r.diagnostic]
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
                 progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
     if init:
@@ -184,9 +217,10 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     return run
 
 
-def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool) -> AuditRun:
+def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool,
+                  isolate: bool | None = None) -> AuditRun:
     return run_audit(load_port(port_spec), problems, dtypes, seed, progress=lambda line: print(line, flush=True),
-                     init=init)
+                     init=init, isolate=isolate)
 
 
 def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
@@ -208,7 +242,8 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
             os.environ["PARITY_THREADS"] = saved
 
 
-def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0) -> AuditRun:
+def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0,
+                       isolate: bool | None = None) -> AuditRun:
     """Light problems: one worker process per dtype, splitting the threads between them (the first
     also audits init). Heavy problems (split_heavy) then: one worker with every thread, one problem
     at a time, so that only one heavy model pair is in memory.
@@ -221,10 +256,10 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     light, heavy = split_heavy(load_port(port_spec), problems)
     runs = []
     if light:
-        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0) for index, dtype in enumerate(dtypes)],
+        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, isolate) for index, dtype in enumerate(dtypes)],
                             max(1, THREADS // len(dtypes)))
     if heavy:
-        runs += _in_workers([(port_spec, heavy, dtypes, seed, True)], THREADS)
+        runs += _in_workers([(port_spec, heavy, dtypes, seed, True, isolate)], THREADS)
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
     for run in runs:
         merged.results += run.results

@@ -258,6 +258,8 @@ def isolated_backward(pair: AuditPair, batch_index: int = 0) -> tuple[CheckResul
     limit = tolerance("gradients", pair.dtype)
     rows_by_reference = pair.rows_by_reference()
     reverse_modules = {reference: module for module, reference in tap_modules(pair).items()}
+    forced_layers = [row.reference for row in pair.problem_map.taps if row.port in forced_pass.leaves]
+    consumer = dict(zip(forced_layers, forced_layers[1:]))
     for variable, layer in backward_rows(pair):
         if variable is not None:
             grads = {row.port: tensors[row.port].grad for row in rows_by_reference[variable]}
@@ -280,9 +282,12 @@ def isolated_backward(pair: AuditPair, batch_index: int = 0) -> tuple[CheckResul
             note = "no gradient reaches it in the port"
         else:
             port = _port_in_reference_layout(leaf.grad)
-            note = "backward of the layers that consume it, from the reference's gradients at theirs"
+            after = consumer.get(layer)
+            note = (f"the backward of {after} (and of anything else that reads it) from the reference's gradients"
+                    if after else "the backward of what reads it (the loss) from the reference's gradients")
         gradients.comparisons.append(compare(item, port, expected, limit, note))
-    flips = _sign_flips(pair, reference.taps, forced_pass)
+    agreeing = {c.item for c in train.comparisons if c.passed}
+    flips = _sign_flips(pair, reference.taps, forced_pass, agreeing)
     if flips:
         gradients.notes.append(f"{flips} layer output element(s) on opposite sides of 0 in the two frameworks "
                                "(a ReLU kink): their gradients may differ by round-off alone")
@@ -297,10 +302,11 @@ def modules_to_layer(pair: AuditPair, module: str) -> str:
     return next((row.reference for row in pair.problem_map.taps if row.port == module), module)
 
 
-def _sign_flips(pair: AuditPair, reference_taps: dict, forced_pass: ForcedPass) -> int:
+def _sign_flips(pair: AuditPair, reference_taps: dict, forced_pass: ForcedPass, agreeing: set[str]) -> int:
+    """Elements on opposite sides of 0 in layers that agree (round-off at a kink, not a real difference)."""
     flips = 0
     for module, reference_layer in tap_modules(pair).items():
-        if module in forced_pass.own and reference_layer in reference_taps:
+        if module in forced_pass.own and reference_layer in reference_taps and reference_layer in agreeing:
             port = _port_in_reference_layout(forced_pass.own[module])
             reference = reference_taps[reference_layer].numpy()
             if port.shape == reference.shape:
@@ -330,6 +336,7 @@ def _inference_draws(pair: AuditPair) -> list:
 
 # --- loss terms ----------------------------------------------------------------------------------
 
+GROUP, TENSOR = "regularizer, group ", "regularizer, tensor "  # item prefixes of the isolated loss rows
 TENSOR_GROUPS = (("kernels", ("kernel", "softmax_w")), ("biases", ("bias", "softmax_b")),
                  ("BN parameters", ("gamma", "beta")))
 
@@ -382,10 +389,10 @@ def isolated_loss(pair: AuditPair) -> CheckResult:
         groups.setdefault(tensor_group(name), []).append(name)
     for group, names in groups.items():
         port = _port_regularizer(pair, outputs, targets, set(names))
-        comparison = compare(f"regularizer: {group}", port, sum(terms[n] for n in names), limit)
+        comparison = compare(f"{GROUP}{group}", port, sum(terms[n] for n in names), limit)
         result.comparisons.append(comparison)
         if not comparison.passed:
-            result.comparisons += [compare(f"regularizer: {name}", _port_regularizer(pair, outputs, targets, {name}),
+            result.comparisons += [compare(f"{TENSOR}{name}", _port_regularizer(pair, outputs, targets, {name}),
                                            terms[name], limit) for name in names]
     return result
 
