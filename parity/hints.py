@@ -88,11 +88,10 @@ def residual_add(pair: AuditPair, isolated: CheckResult) -> list[Hint]:
 
 # --- L2 placement --------------------------------------------------------------------------------
 
-def regularizer_placement(loss: CheckResult | None, isolated_loss: CheckResult) -> list[Hint]:
-    """The data loss agrees but the regularizer does not: which tensor groups it covers differ."""
+def regularizer_placement(isolated_loss: CheckResult) -> list[Hint]:
+    """The data loss agrees on the reference's outputs but the regularizer does not: the tensors it covers."""
     data = next((c for c in isolated_loss.comparisons if c.item.startswith("data_loss")), None)
-    normal = {c.item: c for c in (loss.comparisons if loss else [])}
-    if data is None or not data.passed or ("data_loss" in normal and not normal["data_loss"].passed):
+    if data is None or not data.passed:
         return []
     groups = [c for c in _failing(isolated_loss) if c.item.startswith(GROUP)]
     if not groups:
@@ -102,7 +101,7 @@ def regularizer_placement(loss: CheckResult | None, isolated_loss: CheckResult) 
                          for c in groups)
     return [Hint("regularizer", "L2 placement: the port regularizes another set of tensors (or with another factor) "
                  "than the original's wd/2·‖W‖² on its kernels",
-                 f"the data loss agrees; {evidence}" + (f"; tensors: {', '.join(tensors[:8])}"
+                 f"the data loss agrees on the reference's outputs; {evidence}" + (f"; tensors: {', '.join(tensors[:8])}"
                                                        + (" ..." if len(tensors) > 8 else "") if tensors else ""))]
 
 
@@ -241,7 +240,7 @@ def diagnose(pair: AuditPair, results: list[CheckResult], isolated: list[CheckRe
     forward.hints += residual_add(pair, forward)
     train.hints += dropout_sites(pair, train, evidence["forced_pass"], reference)
     train.hints += momentum_ratio(pair, train, reference, evidence["statistics"])
-    by_check["isolated/loss"].hints += regularizer_placement(by_check.get("loss"), by_check["isolated/loss"])
+    by_check["isolated/loss"].hints += regularizer_placement(by_check["isolated/loss"])
     fed = by_check.get("step/adam (reference gradients)")
     if fed is not None and not fed.passed and not fed.error and "adam" in pair.port.optimizers:
         fed.hints += adam_epsilon(pair)
