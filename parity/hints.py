@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parity.checks import AuditPair, _port_in_reference_layout, gradients_at_audit_weights, learning_rate, tf1_update
+from parity.checks import AuditPair, gradients_at_audit_weights, learning_rate, tf1_update
 from parity.isolate import GROUP, TENSOR, tap_modules, to_port_tap
 from parity.porting import port_tensors, to_port_layout, to_reference_layout
 from parity.results import CheckResult, Hint

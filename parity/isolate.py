@@ -39,8 +39,6 @@ from parity.tolerances import tolerance
 
 tf = load_tensorflow()
 
-ISOLATED = ("isolated/forward", "isolated/train_mode", "isolated/gradients", "isolated/loss")
-
 
 def to_port_tap(value, dtype: torch.dtype) -> torch.Tensor:
     """A reference layer output (NHWC for images) in the port's layout (NCHW)."""

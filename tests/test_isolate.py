@@ -12,7 +12,6 @@ from deepobs import losses
 from deepobs.problems import PROBLEMS
 from parity.audit import audit_problem, build_pair, mark_unjudged_steps
 from parity.hints import adam_epsilon
-from parity.isolate import isolate
 from parity.port import deepobs_port
 from parity.results import CheckResult, Comparison
 
