@@ -124,7 +124,10 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
             results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
                                        traceback=traceback.format_exc()))
     mark_unjudged_steps(results)
-    if isolate or (isolate is None and checks is None and any(not r.passed for r in results)):
+    # Automatic on a failing full run, except for a large model (its teacher-forced passes hold another copy of
+    # every activation and gradient): there it takes --isolate.
+    automatic = checks is None and not pair.fixed_step_gradients and any(not r.passed for r in results)
+    if isolate or (isolate is None and automatic):
         results += diagnostics(pair, results)
     return results
 
