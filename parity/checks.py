@@ -445,8 +445,8 @@ def check_gradients(pair: AuditPair) -> CheckResult:
         layers_agree = forward_agrees and all(
             c.passed for c in compare_taps(pair, gradients.reference_taps, gradients.port_pass, "train_mode"))
         if not layers_agree:
-            notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0, not put down to round-off: "
-                         f"the layers themselves differ (forward or train mode)")
+            notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0, not attributed to round-off: "
+                         f"the layers themselves differ (see forward, train_mode)")
             break
         notes.append(f"batch {index}: {flips} activation(s) on opposite sides of 0 (round-off at a ReLU kink); "
                      f"tried the next batch")
