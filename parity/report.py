@@ -196,8 +196,8 @@ def summary(run: AuditRun) -> list[str]:
         lines += [f"HINT {result.problem} {result.dtype} {hint.where}: {hint.hypothesis}" for hint in result.hints]
     skipped = sum(1 for r in checks if r.verdict == "n/a")
     unjudged = sum(1 for r in checks if r.not_judged and r.passed)
-    lines.append(f"{'PASSED' if run.passed else 'FAILED'}: {len(checks) - len(failed)}/{len(checks)} checks "
+    lines.append(f"{'PASSED' if run.passed else 'FAILED'}: {len(checks) - len(failed) - unjudged}/{len(checks)} checks "
                  f"passed ({skipped} of them n/a, each with its reason in the report"
-                 f"{f'; {unjudged} not judged: explained by failed gradients' if unjudged else ''}) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
+                 f"{f'; {unjudged} more not judged: explained by failed gradients' if unjudged else ''}) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
                  f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines
