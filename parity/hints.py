@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from parity.checks import AuditPair, gradients_at_audit_weights, learning_rate, tf1_update
-from parity.isolate import GROUP, TENSOR, tap_modules, to_port_tap
+from parity.isolate import GROUP, TENSOR, tap_modules, then_function, to_port_tap
 from parity.porting import port_tensors, to_port_layout, to_reference_layout
 from parity.results import CheckResult, Hint
 from parity.tolerances import tolerance
@@ -50,8 +50,11 @@ def stride2_shift(pair: AuditPair, forward: CheckResult, forced_pass, reference_
             continue
         reference = to_port_tap(reference_taps[comparison.item], own.dtype)
         pair.model.eval()
+        _, then = then_function(pair, module)
         with torch.no_grad():
             shifted = modules[module](_shifted_up_left(x))
+        if then:
+            own, shifted = then(own), then(shifted)
         if shifted.shape != reference.shape:
             continue
         inner = (..., slice(1, -1), slice(1, -1))  # the borders see the padding itself

@@ -63,8 +63,21 @@ class ForcedPass:
 def tap_modules(pair: AuditPair) -> dict[str, str]:
     """Port module -> the reference layer it is forced to; a module tapped for two layers is left out."""
     counts = Counter(row.port for row in pair.problem_map.taps)
-    return {row.port: row.reference for row in pair.problem_map.taps
-            if counts[row.port] == 1 and not getattr(row, "then", None)}
+    return {row.port: row.reference for row in pair.problem_map.taps if counts[row.port] == 1}
+
+
+# A tap row may name a function the port applies after the module (`then`, an activation called as a function):
+# its output is compared through it, and it can stand in for the module's output only where applying the function
+# to the reference's (post-activation) value gives that value again.
+IDEMPOTENT_THEN = ("relu",)
+
+
+def then_function(pair: AuditPair, module: str):
+    """(name, function) applied after `module` by the map's tap row, or (None, None)."""
+    from parity import maps
+
+    name = next((getattr(row, "then", None) for row in pair.problem_map.taps if row.port == module), None)
+    return (name, getattr(maps, "THEN_FUNCTIONS", {})[name]) if name else (None, None)
 
 
 @contextlib.contextmanager
@@ -85,6 +98,7 @@ def forced_outputs(pair: AuditPair, reference_taps: dict, requires_grad: bool,
         calls[name] += 1
         tensor = output[0] if isinstance(output, tuple) else output
         forced_pass.own[name] = tensor.detach().clone()  # before any later in-place op rewrites it
+        then, _ = then_function(pair, name)
         if targets[name] in off_path:
             forced_pass.unforced[name] = "the reference's loss does not depend on this layer's output"
             return None
@@ -93,6 +107,10 @@ def forced_outputs(pair: AuditPair, reference_taps: dict, requires_grad: bool,
             return None
         if isinstance(output, tuple):
             forced_pass.unforced[name] = "the module returns a tuple (a recurrent layer and its state)"
+            return None
+        if then and then not in IDEMPOTENT_THEN:
+            forced_pass.unforced[name] = (f"the map applies then={then!r} after it, which the reference's output "
+                                          "cannot stand in for")
             return None
         target = to_port_tap(reference_taps[targets[name]], tensor.dtype)
         if tuple(target.shape) != tuple(tensor.shape):
@@ -139,19 +157,23 @@ def compare_forced(pair: AuditPair, reference_taps: dict, forced_pass: ForcedPas
     outputs = _named_outputs(pair, forced_pass.outputs)
     limit = tolerance(kind, pair.dtype)
     comparisons = []
+    uncompared = set(getattr(pair.problem_map, "uncompared", ()))
     for name, reference_value in reference_taps.items():
+        if name in uncompared:
+            continue
         module = modules.get(name)
         note = ""
         if name in outputs:
             port_value = outputs[name]
         elif module in forced_pass.own:
-            port_value = forced_pass.own[module]
+            _, then = then_function(pair, module)
+            port_value = then(forced_pass.own[module]) if then else forced_pass.own[module]
             if module in forced_pass.unforced:
                 note = f"not teacher-forced: {forced_pass.unforced[module]}; its input came from the port's own upstream"
         else:
             why = forced_pass.error or "no port output for this layer (activation map or module not run)"
             if module is not None and module not in tap_modules(pair):
-                why = "the map taps this module for another layer too, or applies a function after it"
+                why = "the map taps this module for another layer too"
             comparisons.append(Comparison(name, float("nan"), float("nan"), limit, False, why))
             continue
         comparisons.append(compare(name, _port_in_reference_layout(port_value), reference_value.numpy(), limit, note))
@@ -247,7 +269,8 @@ def isolated_backward(pair: AuditPair, batch_index: int = 0) -> tuple[CheckResul
     surrogate = data_loss + l2
     for module, raw in forced_pass.raw.items():
         upstream = to_port_tap(reference.tap_gradients[tap_modules(pair)[module]], raw.dtype)
-        surrogate = surrogate + (raw * upstream).sum()
+        _, then = then_function(pair, module)
+        surrogate = surrogate + ((then(raw) if then else raw) * upstream).sum()
     try:
         surrogate.backward()
     except RuntimeError as error:
@@ -275,6 +298,11 @@ def isolated_backward(pair: AuditPair, batch_index: int = 0) -> tuple[CheckResul
         leaf = forced_pass.leaves.get(module)
         if leaf is None or expected is None:  # not forced, or off the loss's path: nothing isolated to compare
             continue
+        _, then = then_function(pair, module)
+        if then:  # the port applies it to the forced value: the leaf gets the reference's gradient through it
+            value = leaf.detach().clone().requires_grad_(True)
+            then(value).backward(to_port_tap(expected, value.dtype))
+            expected = _port_in_reference_layout(value.grad)
         if leaf.grad is None:
             port = np.zeros_like(expected)
             note = "no gradient reaches it in the port"

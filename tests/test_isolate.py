@@ -210,3 +210,31 @@ def test_a_step_passing_only_within_failed_gradients_is_not_judged():
     own_alone = CheckResult("p", "step/sgd", "float64", [explained])
     mark_unjudged_steps([CheckResult("p", "gradients", "float64", [Comparison("w", 0, 0, 1e-10, True)]), own_alone])
     assert own_alone.verdict == "pass"  # gradients agree: an explained float32 Adam step stays a pass
+
+
+def test_taps_with_a_function_after_the_module(monkeypatch):
+    """A map row whose module is followed by a functional activation (`then`): compared through it, forced
+    (relu is idempotent), its backward fed through it; a wrong derivative of that activation is still named."""
+    from parity import maps
+    from parity.maps import ProblemMap, TapRow
+
+    @dataclasses.dataclass(frozen=True)
+    class ThenRow(TapRow):
+        then: str | None = None
+
+    monkeypatch.setattr(maps, "THEN_FUNCTIONS", {"relu": lambda x: x.clamp_min(0)}, raising=False)
+    base = maps.MAPS["mnist_mlp"]
+    taps = tuple(ThenRow(row.reference, f"{row.port}.0", "relu") if row.port.startswith("hidden") else row
+                 for row in base.taps)
+    weight_maps = dict(maps.MAPS, mnist_mlp=ProblemMap(base.params, taps))
+    faithful = by_check(audit_problem(port_with(weight_maps=weight_maps), "mnist_mlp", "float64", checks=["forward"],
+                                      isolate=True))
+    for check in ("isolated/forward", "isolated/train_mode", "isolated/gradients"):
+        assert faithful[check].passed, (check, failing_items(faithful[check]))
+    assert not faithful["isolated/forward"].notes  # every row forced
+
+    def edit(model):
+        model.hidden[1][1] = _Apply(_StraightThroughReLU.apply)
+    buggy = by_check(audit_problem(port_with(edit, weight_maps=weight_maps), "mnist_mlp", "float64",
+                                   checks=["forward"], isolate=True))
+    assert failing_items(buggy["isolated/gradients"]) == ["dense_1 (gradient into its output)"]
