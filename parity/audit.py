@@ -45,7 +45,7 @@ class AuditRun:
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and not any(r.counts_as_failure for r in self.results)
+        return bool(self.results) and not any(r.counts_as_failure for r in self.results if not r.diagnostic)
 
     @property
     def declared(self) -> list[CheckResult]:
@@ -127,8 +127,12 @@ def build_pair(port: Port, problem: str, dtype: str, seed: int):
 
 
 def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
-                  checks: list[str] | None = None) -> list[CheckResult]:
-    """All checks of one problem in one dtype. A check that raises becomes a failed result."""
+                  checks: list[str] | None = None, isolate: bool | None = None) -> list[CheckResult]:
+    """All checks of one problem in one dtype. A check that raises becomes a failed result.
+
+    `isolate`: also run every layer on the reference's own input (parity.isolate) and attach diagnosis hints;
+    None (default) does so when a check of a full run (no `checks` subset) failed.
+    """
     from parity.checks import CHECKS
 
     port = resolve(port)
@@ -144,9 +148,41 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
         except Exception as error:  # noqa: BLE001 - a crash inside a check is a failed check, reported
             results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
                                        traceback=traceback.format_exc()))
+    mark_unjudged_steps(results)
     if (own := port.port_problem_name(problem)) != problem and results:
         results[0].notes.append(f"the port's problem {own!r}, audited as the original's {problem!r}")
-    return mark_declared(port, results)
+    results = mark_declared(port, results)
+    # Automatic on a failing full run, except for a large model (its teacher-forced passes hold another copy of
+    # every activation and gradient): there it takes --isolate.
+    automatic = checks is None and not pair.fixed_step_gradients and any(r.counts_as_failure for r in results)
+    if isolate or (isolate is None and automatic):
+        results += diagnostics(pair, results)
+    return results
+
+
+def mark_unjudged_steps(results: list[CheckResult]) -> None:
+    """A step with the port's own gradients that passes only within what failed gradients propagate says
+    nothing about the optimizer: it is not judged (its '(reference gradients)' variant judges the formula)."""
+    if all(r.passed for r in results if r.check == "gradients"):
+        return
+    for result in results:
+        explained = any("propagated gradient difference" in c.note for c in result.comparisons)
+        if result.check.startswith("step/") and "(" not in result.check and result.passed and explained:
+            result.not_judged = "gradients differ"
+
+
+def diagnostics(pair, results: list[CheckResult]) -> list[CheckResult]:
+    """The teacher-forced checks (parity.isolate) with their diagnosis hints (parity.hints)."""
+    from parity.hints import diagnose
+    from parity.isolate import isolate
+
+    try:
+        isolated, evidence = isolate(pair)
+        diagnose(pair, results, isolated, evidence)
+    except Exception as error:  # noqa: BLE001 - a diagnosis that breaks must not hide the checks' results
+        return [CheckResult(pair.problem, "isolated", pair.dtype, error=f"{type(error).__name__}: {error}",
+                            traceback=traceback.format_exc(), diagnostic=True)]
+    return isolated
 
 
 def parameter_count(port: Port, problem: str) -> int:
@@ -184,7 +220,7 @@ def split_heavy(port: Port, problems: list[str]) -> tuple[list[str], list[str]]:
 
 def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
               progress: Callable[[str], None] | None = None, checks: list[str] | None = None,
-              init: bool = True) -> AuditRun:
+              init: bool = True, isolate: bool | None = None) -> AuditRun:
     """Every check of every problem in every dtype, then (once per problem) the initialisers."""
     from parity.init_check import audit_init
 
@@ -194,12 +230,12 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     for dtype in dtypes:
         for problem in problems:
             start = time.perf_counter()
-            results = audit_problem(port, problem, dtype, seed, checks)
+            results = audit_problem(port, problem, dtype, seed, checks, isolate)
             gc.collect()  # the problem's models, gradients and slots, before the next one is built
             run.results += results
             run.seconds[f"{problem} {dtype}"] = time.perf_counter() - start
             if progress:
-                failed = [r.check for r in results if r.counts_as_failure]
+                failed = [r.check for r in results if r.counts_as_failure and not r.diagnostic]
                 declared = [r.check for r in results if not r.passed and r.declared]
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
                 verdict += f" (declared: {', '.join(declared)})" if declared else ""
@@ -217,9 +253,9 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
 
 
 def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool,
-                  checks: list[str] | None = None) -> AuditRun:
+                  checks: list[str] | None = None, isolate: bool | None = None) -> AuditRun:
     return run_audit(load_port(port_spec), problems, dtypes, seed, progress=lambda line: print(line, flush=True),
-                     checks=checks, init=init)
+                     checks=checks, init=init, isolate=isolate)
 
 
 def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
@@ -242,7 +278,7 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
 
 
 def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0,
-                       checks: list[str] | None = None) -> AuditRun:
+                       checks: list[str] | None = None, isolate: bool | None = None) -> AuditRun:
     """Light problems: one worker process per dtype, splitting the threads between them (the first
     also audits init). Heavy problems (split_heavy) then: one worker with every thread, one problem
     at a time, so that only one heavy model pair is in memory.
@@ -255,10 +291,10 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     light, heavy = split_heavy(load_port(port_spec), problems)
     runs = []
     if light:
-        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks)
+        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks, isolate)
                              for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
     if heavy:
-        runs += _in_workers([(port_spec, heavy, dtypes, seed, True, checks)], THREADS)
+        runs += _in_workers([(port_spec, heavy, dtypes, seed, True, checks, isolate)], THREADS)
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
     for run in runs:
         merged.results += run.results

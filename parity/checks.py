@@ -494,21 +494,24 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
 
 
 def check_gradients(pair: AuditPair) -> CheckResult:
-    """Gradient of the objective (mean loss + regularizer, train mode) for every parameter, on batch 0.
+    """Gradient of the objective (mean loss + regularizer, train mode) for every parameter, on batch 0, in
+    backward order (the reverse of the reference's creation order): a difference propagates towards the
+    input, so the first failing row is the diverging parameter closest to the loss.
 
     If some differ, and the two train-mode passes put a few activations (at most MAX_FLIP_FRACTION
-    of the tapped elements) on opposite sides of 0 while every train-mode layer agrees, those are
-    round-off at ReLU kinks: both backward passes are run again with the gradient cut at exactly
-    those elements, and that is compared (parity.roundoff). In float32, a gradient still above its
-    tolerance is judged against the exact (float64) reference's gradient (the round-off envelope).
+    of the tapped elements) on opposite sides of 0 while the layers themselves agree (the forward check
+    and batch 0's train-mode layers pass), those are round-off at ReLU kinks: both backward passes are
+    run again with the gradient cut at exactly those elements, and that is compared (parity.roundoff).
+    In float32, a gradient still above its tolerance is judged against the exact (float64) reference's
+    gradient (the round-off envelope).
     """
     gradients = gradients_at_audit_weights(pair, 0)
     limit = tolerance("gradients", pair.dtype)
-    reference_grads, port_grads = gradients.reference, gradients.port
-    comparisons = _compare_named(reference_grads, port_grads, limit, "")
-    result = CheckResult(pair.problem, "gradients", pair.dtype, comparisons)
+    reference_grads, port_grads = _backward_order(gradients.reference), gradients.port
+    result = CheckResult(pair.problem, "gradients", pair.dtype, _compare_named(reference_grads, port_grads, limit, ""))
     if result.passed:
         return result
+
     def port_value(name):
         return port_tap_value(pair, name, gradients.port_pass)
 
@@ -520,12 +523,15 @@ def check_gradients(pair: AuditPair) -> CheckResult:
         result.notes.append(f"batch 0: {flipped} activations on opposite sides of 0, more than round-off explains "
                             f"({MAX_FLIP_FRACTION:g} of the tapped elements): gradients compared as they are")
         return result
-    if not train_mode_taps_agree(pair):
-        result.notes.append(f"batch 0: {flipped} activations on opposite sides of 0, not attributed to round-off: "
-                            "the train-mode layers differ (see train_mode)")
+    _, inference_taps, inference_pass = inference_at_audit_weights(pair)
+    forward_agrees = all(c.passed for c in compare_taps(pair, inference_taps, inference_pass, "forward"))
+    if not (forward_agrees and train_mode_taps_agree(pair)):
+        result.notes.append(f"batch 0: {flipped} activation(s) on opposite sides of 0, not attributed to round-off: "
+                            "the layers themselves differ (see forward, train_mode)")
         return result
     cuts = cut_masks(gradients.reference_taps, port_value, gradients.reference_pools)
     reference_grads, port_grads = cut_gradients(pair, cuts)
+    reference_grads = _backward_order(reference_grads)
     result.comparisons = _compare_named(reference_grads, port_grads, limit, "")
     result.notes.append(f"batch 0: {flipped} activation(s) on opposite sides of 0 in the two frameworks (round-off "
                         f"at ReLU kinks), at {describe_cuts(masks)}; the gradient was cut in both frameworks at "
@@ -538,6 +544,10 @@ def check_gradients(pair: AuditPair) -> CheckResult:
         result.comparisons = [judge.rejudge(c, port_grads.get(c.item), reference_grads[c.item])
                               if port_grads.get(c.item) is not None else c for c in result.comparisons]
     return result
+
+
+def _backward_order(gradients: dict) -> dict:
+    return dict(reversed(list(gradients.items())))
 
 
 def cut_gradients(pair: AuditPair, masks: dict) -> tuple[dict, dict]:

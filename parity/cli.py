@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--port", metavar="MODULE:ATTR", help="the port to audit (default: this repository's deepobs)")
     audit.add_argument("--seed", type=non_negative_int, default=0,
                        help="seed of audit weights, batches and dropout draws")
+    audit.add_argument("--isolate", action="store_true",
+                       help="also run every layer on the reference's own input (teacher forcing), so every layer, "
+                            "loss term and backward that differs is listed, with diagnosis hints (done anyway "
+                            "when a check fails)")
     audit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                        help="1: one process; default: one worker process per dtype when there are 2+ cores")
     audit.add_argument("--checks", nargs="+", metavar="CHECK",
@@ -112,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
           + (f"; checks {', '.join(args.checks)}" if args.checks else ""), flush=True)
     jobs = args.jobs if args.jobs is not None else (len(dtypes) if (os.cpu_count() or 1) >= 2 else 1)
     if jobs > 1 and len(dtypes) > 1:
-        run = run_audit_parallel(args.port, problems, dtypes, args.seed, args.checks)
+        run = run_audit_parallel(args.port, problems, dtypes, args.seed, args.checks, isolate=args.isolate or None)
     else:
         run = run_audit(port, problems, dtypes, args.seed, progress=lambda line: print(line, flush=True),
-                        checks=args.checks)
+                        checks=args.checks, isolate=args.isolate or None)
     try:
         json_path, markdown_path = write_reports(run, environment(), args.report)
     except OSError as error:

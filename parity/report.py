@@ -66,6 +66,10 @@ def _row(result: CheckResult) -> str:
     worst = result.worst
     first = result.first_divergence
     verdict = {"FAIL": "**FAIL**", "declared": "declared deviation"}.get(result.verdict, result.verdict)
+    if result.not_judged and result.passed:
+        return (f"| {result.problem} | {result.dtype} | {result.check} | {verdict} | {_fmt(worst.max_abs)} | "
+                f"{_fmt(worst.max_rel)} | {_fmt(worst.tolerance)} | - | within what the failed gradients propagate "
+                f"({worst.item}); the '(reference gradients)' variant judges the update formula |")
     if result.not_applicable and result.passed:
         return (f"| {result.problem} | {result.dtype} | {result.check} | n/a | - | - | - | - | "
                 f"does not apply: {result.not_applicable} |")
@@ -77,13 +81,47 @@ def _row(result: CheckResult) -> str:
             f"{first.item + (' (' + first.note + ')' if first.note else '') if first else (worst.item if worst else '')} |")
 
 
+def row_group(check: str, item: str) -> str:
+    """What a failing row is grouped under: its step for an optimizer check, its kind of quantity otherwise."""
+    if check.startswith("step/"):
+        return item.split(" ", 1)[0]
+    if item.startswith(("regularizer", "data_loss", "total_loss", "accuracy", "train ")):
+        return "loss terms"
+    if item.endswith(("moving_mean", "moving_variance")):
+        return "BN running statistics"
+    if item.endswith("(gradient into its output)"):
+        return "gradients into layer outputs"
+    if check in ("gradients", "isolated/gradients") or check.startswith("carried_state"):
+        return "parameter gradients"
+    return "layers and outputs"
+
+
+def _failing_rows(result: CheckResult) -> list[str]:
+    """Every failing row of a check, grouped (row_group), in the check's order within a group."""
+    groups: dict[str, list] = {}
+    for comparison in result.comparisons:
+        if not comparison.passed:
+            groups.setdefault(row_group(result.check, comparison.item), []).append(comparison)
+    lines = []
+    for group, comparisons in groups.items():
+        lines.append(f"  - {group} ({len(comparisons)} failing):")
+        lines += [f"    - `{c.item}`: max abs {_fmt(c.max_abs)}, rel {_fmt(c.max_rel)} > {_fmt(c.tolerance)}"
+                  f"{' (' + c.note + ')' if c.note else ''}" for c in comparisons]
+    return lines
+
+
+def _hint_lines(result: CheckResult) -> list[str]:
+    return [f"  - **hint** at `{hint.where}`: {hint.hypothesis}. Evidence: {hint.evidence}." for hint in result.hints]
+
+
 def to_markdown(run: AuditRun, environment: dict) -> str:
-    failed = [r for r in run.results if r.counts_as_failure]
+    failed = [r for r in run.results if r.counts_as_failure and not r.diagnostic]
+    diagnostic = [r for r in run.results if r.diagnostic]
     lines = [
         f"# Parity audit: {verdict_line(run)}",
         "",
         f"Port `{run.port}` against `tf_reference` on {len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, "
-        f"seed {run.seed}. {len(run.results)} checks, {len(failed)} failed, "
+        f"seed {run.seed}. {len(run.results) - len(diagnostic)} checks, {len(failed)} failed, "
         + (f"{len(run.declared)} differ as the port declares, " if run.declared else "")
         + f"{sum(run.seconds.values()):.1f} s of audit time (summed over problems and worker processes).",
         "",
@@ -96,14 +134,31 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         "",
     ]
     if failed:
-        lines += ["## Failures", "", "Every failing row of every failed check, in forward / creation order.", ""]
+        lines += ["## Failures", "", "Every failing row of every failed check, grouped; within a group in forward / "
+                  "creation order (gradients: backward order, the parameter closest to the loss first).", ""]
         for result in failed:
             first = result.first_divergence
             where = result.error or (f"first divergence at `{first.item}`: max abs {_fmt(first.max_abs)}, "
                                      f"rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)} {first.note}")
             lines.append(f"- {result.problem} {result.dtype} {result.check}: {where}")
-            lines += [f"  - `{c.item}`: max abs {_fmt(c.max_abs)}, rel {_fmt(c.max_rel)} > {_fmt(c.tolerance)}"
-                      f"{' ' + c.note if c.note else ''}" for c in result.comparisons if not c.passed][1:]
+            lines += _failing_rows(result) + _hint_lines(result)
+        lines.append("")
+    if diagnostic:
+        lines += ["## Every deviation, layer by layer (teacher forcing)", "",
+                  "Each tapped layer run on the reference's own input (its output replaced by the reference's for "
+                  "the next layer), its backward fed the reference's gradient at its output, the loss on the "
+                  "reference's outputs and the regularizer per tensor group: every row listed here differs on "
+                  "its own, not because something upstream did. These results explain; they do not decide the "
+                  "verdict. Hints are hypotheses with the measurement behind them.", ""]
+        for result in diagnostic:
+            if result.passed and not result.hints:
+                lines.append(f"- {result.problem} {result.dtype} {result.check}: every row agrees "
+                             f"(worst rel {_fmt(result.worst.max_rel) if result.worst else '-'})")
+                continue
+            lines.append(f"- {result.problem} {result.dtype} {result.check}: "
+                         + (result.error or f"{sum(not c.passed for c in result.comparisons)} row(s) differ"))
+            lines += _failing_rows(result) + _hint_lines(result)
+            lines += [f"  - note: {note}" for note in result.notes]
         lines.append("")
     if declared := run.declared:
         lines += ["## Declared deviations", "",
@@ -130,8 +185,8 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         lines.append("")
     lines += ["## Checks", "", "| problem | dtype | check | verdict | max abs | max rel | tolerance | margin | "
               "first divergence / worst tensor |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [_row(result) for result in run.results]
-    notes = [(r, note) for r in run.results for note in r.notes]
+    lines += [_row(result) for result in run.results if not result.diagnostic]
+    notes = [(r, note) for r in run.results if not r.diagnostic for note in r.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {r.problem} {r.dtype} {r.check}: {note}" for r, note in notes]
     if deviations := known_deviations(run):
@@ -162,15 +217,25 @@ def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str =
 
 
 def summary(run: AuditRun) -> list[str]:
-    failed = [r for r in run.results if r.counts_as_failure]
+    checks = [r for r in run.results if not r.diagnostic]
+    failed = [r for r in checks if r.counts_as_failure]
     lines = [f"declared {r.problem} {r.dtype} {r.check}: {r.declared}" for r in run.declared]
     for result in failed:
         first = result.first_divergence
         where = result.error or f"first divergence at {first.item} (rel {_fmt(first.max_rel)} > {_fmt(first.tolerance)})"
         lines.append(f"FAIL {result.problem} {result.dtype} {result.check}: {where}")
-    skipped = sum(1 for r in run.results if r.verdict == "n/a")
+    for result in run.results:
+        if result.diagnostic and not result.passed:
+            differing = [c.item for c in result.comparisons if not c.passed]
+            lines.append(f"ISOLATED {result.problem} {result.dtype} {result.check}: "
+                         + (result.error or f"differ on their own input: {', '.join(differing)}"))
+        lines += [f"HINT {result.problem} {result.dtype} {hint.where}: {hint.hypothesis}" for hint in result.hints]
+    skipped = sum(1 for r in checks if r.verdict == "n/a")
+    unjudged = sum(1 for r in checks if r.not_judged and r.passed)
     declared = f" and {len(run.declared)} declared deviation(s)" if run.declared else ""
-    lines.append(f"{verdict_line(run)}: {sum(r.passed for r in run.results)}/{len(run.results)} checks "
-                 f"passed{declared} ({skipped} of them n/a, each with its reason in the report) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
+    passed = sum(1 for r in checks if r.passed and not r.not_judged)
+    lines.append(f"{verdict_line(run)}: {passed}/{len(checks)} checks passed{declared} ({skipped} of them n/a, each "
+                 f"with its reason in the report"
+                 f"{f'; {unjudged} more not judged: explained by failed gradients' if unjudged else ''}) on {len(run.problems)} problem(s) x {len(run.dtypes)} dtype(s) "
                  f"({sum(run.seconds.values()):.1f} s of audit time summed over workers)")
     return lines

@@ -88,24 +88,26 @@ def to_html(run: AuditRun, environment: dict, known_deviations: list[str]) -> st
     from parity.report import verdict_line
 
     verdict = verdict_line(run)
-    failed = [r for r in run.results if r.counts_as_failure]
+    failed = [r for r in run.results if r.counts_as_failure and not r.diagnostic]
     body = [f"<h1>Parity audit: <span class=\"{'passed' if run.passed else 'failed'}\">{verdict}</span></h1>",
             f"<p>Port <code>{html.escape(run.port)}</code> against <code>tf_reference</code>: "
             f"{len(run.problems)} problem(s), dtypes {', '.join(run.dtypes)}, seed {run.seed}; "
             f"{len(run.results)} checks, {len(failed)} failed.</p>",
             "<p class=\"env\">" + html.escape(", ".join(f"{k} {v}" for k, v in environment.items())) + "</p>"]
     for problem, results in by_problem.items():
-        problem_failed = [r for r in results if r.counts_as_failure]
+        problem_failed = [r for r in results if r.counts_as_failure and not r.diagnostic]
         body.append(f"<h2>{html.escape(problem)} <span class=\"{'failed' if problem_failed else 'passed'}\">"
                     f"{'FAILED' if problem_failed else 'passed'}</span></h2>")
         body.append(layer_chart(results))
         cells = "".join(f"<tr><td>{r.dtype}</td><td>{html.escape(r.check)}</td>"
-                        f"<td class=\"{'passed' if not r.counts_as_failure else 'failed'}\">{r.verdict}</td>"
+                        f"<td class=\"{'passed' if not r.counts_as_failure else 'failed'}\">{html.escape(r.verdict)}</td>"
                         f"<td>{(r.worst.max_rel if r.worst else float('nan')):.2e}</td></tr>" for r in results)
         body.append(f"<table><tr><th>dtype</th><th>check</th><th>verdict</th><th>worst rel</th></tr>{cells}</table>")
-        for result in problem_failed:
+        for result in [r for r in results if not r.passed]:  # the isolated (teacher-forced) rows too
             body.append(f"<h3>{result.dtype} {html.escape(result.check)}: failing rows</h3>{_failing_rows(result)}")
         notes = [f"{r.dtype} {r.check}: {note}" for r in results for note in r.notes]
+        notes += [f"{r.dtype} hint at {h.where}: {h.hypothesis}. Evidence: {h.evidence}." for r in results
+                  for h in r.hints]
         if notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if known_deviations:

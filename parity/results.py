@@ -30,6 +30,15 @@ class Comparison:
         return float("inf") if self.max_rel == 0 else self.tolerance / self.max_rel
 
 
+@dataclass(frozen=True)
+class Hint:
+    """A diagnosis: what the measured pattern suggests the port does, and the measurement behind it."""
+
+    where: str  # the layer, tensor or quantity it is about
+    hypothesis: str
+    evidence: str
+
+
 @dataclass
 class CheckResult:
     """All comparisons of one check (e.g. 'forward', 'step/adam') on one problem and dtype."""
@@ -43,6 +52,13 @@ class CheckResult:
     traceback: str = ""  # of the error, for the JSON report (the Markdown shows the one-line error)
     not_applicable: str = ""  # why the check does not apply to this problem (it then compares nothing)
     declared: str = ""  # the port's declared reason for this deviation (Port.deviations): reported, not counted
+    # A diagnostic result (the teacher-forced 'isolated/...' checks) explains failures; it never decides the
+    # verdict, so float32 round-off inside one layer cannot fail an audit that its real checks pass.
+    diagnostic: bool = False
+    hints: list[Hint] = field(default_factory=list)
+    # Set when this check's error is explained by an upstream check that failed (a step whose error is within
+    # what the failed gradients propagate): the check is then not judged, neither pass nor fail.
+    not_judged: str = ""
 
     @property
     def passed(self) -> bool:
@@ -54,6 +70,8 @@ class CheckResult:
 
     @property
     def verdict(self) -> str:
+        if self.not_judged and self.passed:
+            return f"not judged ({self.not_judged})"
         if self.not_applicable and self.passed:
             return "n/a"
         return "pass" if self.passed else ("declared" if self.declared else "FAIL")
@@ -83,7 +101,11 @@ class CheckResult:
             "error": self.error,
             "traceback": self.traceback,
             "not_applicable": self.not_applicable,
+            "not_judged": self.not_judged,
+            "diagnostic": self.diagnostic,
+            "verdict": self.verdict,
             "notes": self.notes,
+            "hints": [asdict(hint) for hint in self.hints],
             "first_divergence": first.item if first else None,
             "comparisons": [asdict(c) | {"margin": c.margin} for c in self.comparisons],
         }
