@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.dropout import NoiseMismatch, NoiseRecorder, injected_noise
+from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noise
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import ProblemMap
 from parity.port import Port
@@ -132,6 +133,9 @@ class AuditPair:
         return {name: rows[name] for name in self.reference.graph.trainable_variables}
 
 
+EMBEDDING_STD = 2.0
+
+
 def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray]:
     """Random values for every reference variable, so no check sees an all-zero or all-one tensor.
 
@@ -146,6 +150,8 @@ def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray
         if kind == "kernel":
             fan_in = int(np.prod(shape[:-1]))
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif kind == "embedding":  # LSTM gates then reach saturation (sigmoid/tanh near 0 and 1)
+            value = rng.normal(0.0, EMBEDDING_STD, shape)
         elif kind in ("gamma", "moving_variance"):
             value = rng.uniform(0.5, 1.5, shape)
         else:  # bias, beta, moving_mean
@@ -164,8 +170,9 @@ def captured_outputs(model: nn.Module, module_names: list[str]) -> Iterator[dict
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name, output):
-        # Recurrent modules return (sequence, state): the tap is the sequence.
-        outputs[name] = (output[0] if isinstance(output, tuple) else output).detach()
+        # Recurrent modules return (sequence, state): the tap is the sequence. Cloned, so the tap holds what
+        # the module returned even when later code rewrites it in place (F.relu(x, inplace=True), x += shortcut).
+        outputs[name] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
     handles = [modules[name].register_forward_hook(lambda module, args, output, name=name: keep(name, output))
                for name in module_names]
@@ -184,6 +191,7 @@ class PortPass:
     outputs: object
     taps: dict[str, torch.Tensor]
     error: str = ""
+    injection: Injection | None = None  # which spelling consumed each shared draw
 
     def named_outputs(self, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         if self.outputs is None:
@@ -204,7 +212,7 @@ def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> PortPa
     if not error and injection.unused:
         error = ("the port skipped random draws the reference made: "
                  + ", ".join(f"{draw.kind} at {draw.name}" for draw in injection.unused))
-    return PortPass(outputs, taps, error)
+    return PortPass(outputs, taps, error, injection)
 
 
 def reference_forward(pair: AuditPair, batch: Batch, training: bool):
@@ -232,20 +240,34 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kin
     limit = tolerance(kind, pair.dtype)
     comparisons = []
     for name, reference_value in reference_taps.items():
+        kind = "output" if name in pair.output_names else "tap"
         if name in port_outputs:
             port_value = port_outputs[name]
         elif name in modules and modules[name] in port_pass.taps:
             port_value = port_pass.taps[modules[name]]
         else:
             why = port_pass.error or "no port output for this layer (activation map or module not run)"
-            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why))
+            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why, kind))
             continue
-        comparisons.append(compare(f"{prefix}{name}", _port_in_reference_layout(port_value), reference_value.numpy(),
-                                   limit))
+        reference_array = reference_value.numpy()
+        comparison = dataclasses.replace(compare(f"{prefix}{name}", _port_in_reference_layout(port_value),
+                                                 reference_array, limit),
+                                         kind=kind, exercised=describe_range(reference_array))
+        if not comparison.passed and port_pass.injection and (why := port_pass.injection.site_note(name)):
+            comparison = dataclasses.replace(comparison, note="; ".join(filter(None, (comparison.note, why))))
+        comparisons.append(comparison)
     if port_pass.error and all(c.passed for c in comparisons):
         comparisons.append(Comparison(f"{prefix}port forward", float("nan"), float("nan"), limit, False,
                                       port_pass.error))
     return comparisons
+
+
+def describe_range(values: np.ndarray) -> str:
+    """The range of values a tap exercised: min, max and the share of exact zeros."""
+    if not values.size or not np.issubdtype(values.dtype, np.number):
+        return ""
+    zeros = np.count_nonzero(values == 0) / values.size
+    return f"[{float(np.min(values)):.3g}, {float(np.max(values)):.3g}], {100 * zeros:.0f}% exact zeros"
 
 
 # --- checks --------------------------------------------------------------------
@@ -305,23 +327,44 @@ def check_loss(pair: AuditPair) -> CheckResult:
     pair.sync()
     targets = reference_targets(batch)
     reference_data, reference_l2 = pair.reference.loss_terms(reference_outputs, targets)
-    reference_accuracy = pair.reference.accuracy(reference_outputs, targets)
     port_targets = batch.port_targets(pair.torch_dtype)
+    # Accuracy on targets chosen so that it is 1/2: a count, a 1 - accuracy or a wrong axis shows.
+    accuracy_targets = half_right_targets(reference_outputs, targets) if batch.target_kind in ("labels", "ids") \
+        else targets
+    reference_accuracy = pair.reference.accuracy(reference_outputs, accuracy_targets)
     with torch.no_grad():
         port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs, port_targets)
-        port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs, port_targets)
+        port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs,
+                                           port_targets if accuracy_targets is targets else
+                                           torch.from_numpy(accuracy_targets).long())
     limit = tolerance("loss", pair.dtype)
     pairs = [("data_loss", port_data, reference_data), ("regularizer", port_l2, reference_l2),
              ("total_loss", port_data + port_l2, reference_data + reference_l2)]
     result.comparisons = [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs]
     if reference_accuracy is None:
         result.notes.append("accuracy: not compared, the original defines none for this problem")
+    elif accuracy_targets is not targets:
+        result.notes.append(f"accuracy: on labels chosen so that the reference's is {_scalar(reference_accuracy):g} "
+                            "(half its predictions right), never a degenerate 0 or 1")
     elif port_accuracy is None:
         result.comparisons.append(Comparison("accuracy", float("nan"), float("nan"), limit, False,
                                              "the port reports no accuracy; the original defines one"))
     else:
         result.comparisons.append(compare("accuracy", _scalar(port_accuracy), _scalar(reference_accuracy), limit))
     return result
+
+
+def half_right_targets(outputs, targets: np.ndarray) -> np.ndarray:
+    """Labels on which the reference's accuracy is exactly 1/2 (never degenerate, 0 or 1): the reference's
+    own prediction at the half of the positions where it is clearest (largest gap between its top two
+    logits), its least likely class at the others, so that round-off cannot move either."""
+    logits = np.asarray((outputs[0] if isinstance(outputs, tuple) else outputs).numpy(), np.float64)
+    logits = logits.reshape(-1, logits.shape[-1])
+    top_two = np.sort(logits, axis=-1)[:, -2:]
+    clearest = np.argsort(top_two[:, 0] - top_two[:, 1], kind="stable")[: max(1, len(logits) // 2)]
+    chosen = logits.argmin(axis=-1)
+    chosen[clearest] = logits.argmax(axis=-1)[clearest]
+    return chosen.reshape(np.shape(targets)).astype(np.asarray(targets).dtype)
 
 
 def _scalar(value) -> float:
