@@ -343,14 +343,14 @@ def check_loss(pair: AuditPair) -> CheckResult:
     result.comparisons = [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs]
     if reference_accuracy is None:
         result.notes.append("accuracy: not compared, the original defines none for this problem")
-    elif accuracy_targets is not targets:
-        result.notes.append(f"accuracy: on labels chosen so that the reference's is {_scalar(reference_accuracy):g} "
-                            "(half its predictions right), never a degenerate 0 or 1")
     elif port_accuracy is None:
         result.comparisons.append(Comparison("accuracy", float("nan"), float("nan"), limit, False,
                                              "the port reports no accuracy; the original defines one"))
     else:
         result.comparisons.append(compare("accuracy", _scalar(port_accuracy), _scalar(reference_accuracy), limit))
+    if reference_accuracy is not None and accuracy_targets is not targets:
+        result.notes.append(f"accuracy: on labels chosen so that the reference's is {_scalar(reference_accuracy):g} "
+                            "(half its predictions right), never a degenerate 0 or 1")
     return result
 
 
