@@ -328,43 +328,45 @@ def check_loss(pair: AuditPair) -> CheckResult:
     targets = reference_targets(batch)
     reference_data, reference_l2 = pair.reference.loss_terms(reference_outputs, targets)
     port_targets = batch.port_targets(pair.torch_dtype)
-    # Accuracy on targets chosen so that it is 1/2: a count, a 1 - accuracy or a wrong axis shows.
-    accuracy_targets = half_right_targets(reference_outputs, targets) if batch.target_kind in ("labels", "ids") \
-        else targets
-    reference_accuracy = pair.reference.accuracy(reference_outputs, accuracy_targets)
     with torch.no_grad():
         port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs, port_targets)
-        port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs,
-                                           port_targets if accuracy_targets is targets else
-                                           torch.from_numpy(accuracy_targets).long())
     limit = tolerance("loss", pair.dtype)
     pairs = [("data_loss", port_data, reference_data), ("regularizer", port_l2, reference_l2),
              ("total_loss", port_data + port_l2, reference_data + reference_l2)]
     result.comparisons = [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs]
-    if reference_accuracy is None:
+    if pair.reference.accuracy(reference_outputs, targets) is None:
         result.notes.append("accuracy: not compared, the original defines none for this problem")
-    elif port_accuracy is None:
-        result.comparisons.append(Comparison("accuracy", float("nan"), float("nan"), limit, False,
-                                             "the port reports no accuracy; the original defines one"))
-    else:
-        result.comparisons.append(compare("accuracy", _scalar(port_accuracy), _scalar(reference_accuracy), limit))
-    if reference_accuracy is not None and accuracy_targets is not targets:
-        result.notes.append(f"accuracy: on labels chosen so that the reference's is {_scalar(reference_accuracy):g} "
-                            "(half its predictions right), never a degenerate 0 or 1")
+        return result
+    # Accuracy on labels chosen from the reference's logits, so that it is never degenerate where that
+    # matters: half the predictions right (a count, or an accuracy over other positions, differs from
+    # 1/2), then none right (an error rate, 1 - accuracy, differs from 0).
+    for item, share in (("accuracy", 0.5), ("accuracy (no prediction right)", 0.0)):
+        labels = labels_with_accuracy(reference_outputs, targets, share) if batch.target_kind in ("labels", "ids") \
+            else targets
+        reference_accuracy = pair.reference.accuracy(reference_outputs, labels)
+        with torch.no_grad():
+            port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs, torch.from_numpy(labels).long())
+        if port_accuracy is None:
+            result.comparisons.append(Comparison(item, float("nan"), float("nan"), limit, False,
+                                                 "the port reports no accuracy; the original defines one"))
+            break
+        result.comparisons.append(compare(item, _scalar(port_accuracy), _scalar(reference_accuracy), limit,
+                                          note=f"labels on which the reference's accuracy is "
+                                               f"{_scalar(reference_accuracy):g}"))
     return result
 
 
-def half_right_targets(outputs, targets: np.ndarray) -> np.ndarray:
-    """Labels on which the reference's accuracy is exactly 1/2 (never degenerate, 0 or 1): the reference's
-    own prediction at the half of the positions where it is clearest (largest gap between its top two
-    logits), its least likely class at the others, so that round-off cannot move either."""
+def labels_with_accuracy(outputs, targets: np.ndarray, share: float) -> np.ndarray:
+    """Labels on which the reference's accuracy is `share` (rounded down to whole positions): its own
+    prediction at the positions where it is clearest (the largest gap between its top two logits), its
+    least likely class elsewhere, so that round-off moves neither."""
     logits = np.asarray((outputs[0] if isinstance(outputs, tuple) else outputs).numpy(), np.float64)
     logits = logits.reshape(-1, logits.shape[-1])
     top_two = np.sort(logits, axis=-1)[:, -2:]
-    clearest = np.argsort(top_two[:, 0] - top_two[:, 1], kind="stable")[: max(1, len(logits) // 2)]
+    clearest = np.argsort(top_two[:, 0] - top_two[:, 1], kind="stable")[: int(share * len(logits))]
     chosen = logits.argmin(axis=-1)
     chosen[clearest] = logits.argmax(axis=-1)[clearest]
-    return chosen.reshape(np.shape(targets)).astype(np.asarray(targets).dtype)
+    return chosen.reshape(np.shape(targets)).astype(np.int64)
 
 
 def _scalar(value) -> float:

@@ -70,11 +70,13 @@ def edit_constructor(after: Callable[[nn.Module], None] | None = None,
 
 
 def edit_map(problem: str, edit_rows: Callable[[tuple], tuple] | None = None,
-             edit_model_too: Callable[[nn.Module], None] | None = None) -> Callable[[Port], Port]:
+             edit_model_too: Callable[[nn.Module], None] | None = None,
+             edit_taps: Callable[[tuple], tuple] | None = None) -> Callable[[Port], Port]:
     def mutate(port: Port) -> Port:
         old = port.weight_maps[problem]
         maps = dict(port.weight_maps)
-        maps[problem] = ProblemMap(edit_rows(old.params) if edit_rows else old.params, old.taps)
+        maps[problem] = ProblemMap(edit_rows(old.params) if edit_rows else old.params,
+                                   edit_taps(old.taps) if edit_taps else old.taps)
         port = dataclasses.replace(port, weight_maps=maps)
         return edit_model(edit_model_too)(port) if edit_model_too else port
     return mutate
@@ -384,11 +386,12 @@ def _zero_forget_bias(model):
 
 # --- dropout spellings --------------------------------------------------------------------------
 
-def _dropout_as(function):
-    """Every nn.Dropout of the model replaced by a module calling `function(x, p, module)`."""
+def _dropout_as(function, under: str = ""):
+    """Every nn.Dropout of the model (under the module path `under`) replaced by a module calling
+    `function(x, p, module)`."""
     def edit(model):
         for name, module in list(model.named_modules()):
-            if type(module) is nn.Dropout:
+            if type(module) is nn.Dropout and name.startswith(under):
                 replace(model, name, Call(lambda x, self, p=module.p: function(x, p, self)))
     return edit
 
@@ -530,7 +533,8 @@ def _bugs() -> list[Mutant]:
         Mutant("accuracy as a count of right answers", C2, edit_accuracy(
             lambda problem, o, t: (o.argmax(-1) == t).sum().to(o.dtype)), ("loss",), "loss", "accuracy", fast=True),
         Mutant("accuracy as the error rate", MLP, edit_accuracy(
-            lambda problem, o, t: (o.argmax(-1) != t).to(o.dtype).mean()), ("loss",), "loss", "accuracy"),
+            lambda problem, o, t: (o.argmax(-1) != t).to(o.dtype).mean()), ("loss",), "loss",
+            "accuracy (no prediction right)"),
         Mutant("char RNN accuracy on the last step only", RNN, edit_accuracy(
             lambda problem, o, t: (o[:, -1].argmax(-1) == t[:, -1]).to(o.dtype).mean()), ("loss",), "loss",
             "accuracy"),
@@ -730,6 +734,9 @@ def _equivalents() -> list[Mutant]:
             C2, _dense_after_flatten_as_plain_dense, nhwc_flatten), ("forward", "gradients"), fast=True),
         Mutant("ReLU after the max pool instead of before", C3, edit_model(relu_after_pool),
                ("forward", "loss", "gradients", "train_mode", "step/sgd"), fast=True),
+        Mutant("a tap taken before its ReLU (the conv, not conv + ReLU)", C3, edit_map(C3, edit_taps=lambda taps: tuple(
+            dataclasses.replace(t, port="conv2.0") if t.port == "conv2" else t for t in taps)),
+            ("forward", "loss", "gradients", "train_mode")),
         Mutant("BN through F.batch_norm", WRN, edit_model(_functional_bns), ("forward", "train_mode")),
         Mutant("SAME padding by F.pad then a VALID conv", C2, edit_model(
             lambda m: replace(m, "conv1.0", _copy_conv(m.conv1[0], ConvPaddedByFPad))), ("forward", "gradients")),
@@ -754,8 +761,9 @@ def _equivalents() -> list[Mutant]:
             lambda x, p, m: F.dropout(x, p, m.training))), ("train_mode",), fast=True),
         Mutant("dropout through torch.dropout", ALL, edit_model(_dropout_as(
             lambda x, p, m: torch.dropout(x, p, m.training))), ("train_mode",)),
+        # (after the encoder's leaky ReLUs: after a ReLU, whose backward needs its output, torch itself refuses it)
         Mutant("dropout in place (F.dropout(inplace=True))", VAE, edit_model(_dropout_as(
-            lambda x, p, m: F.dropout(x, p, m.training, inplace=True))), ("train_mode",)),
+            lambda x, p, m: F.dropout(x, p, m.training, inplace=True), under="encoder")), ("train_mode", "gradients")),
         Mutant("nn.Dropout(inplace=True)", RNN, edit_model(lambda m: set_all(m, nn.Dropout, inplace=True)),
                ("train_mode", "gradients")),
         Mutant("hand-written dropout mask (rand_like >= p)", ALL, edit_model(_dropout_as(_keep_mask_dropout(

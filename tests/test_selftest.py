@@ -121,13 +121,14 @@ def test_audit_batches_reach_large_magnitudes_and_exact_zeros():
     assert 0.05 < np.mean(images == 0) < 0.2
 
 
-def test_accuracy_targets_are_half_right():
-    from parity.checks import half_right_targets
+def test_accuracy_labels_make_it_half_then_zero():
+    from parity.checks import labels_with_accuracy
 
     logits = np.random.default_rng(0).normal(size=(2, 50, 83))
 
     class Tensor:  # what the reference returns: anything with .numpy()
         def numpy(self):
             return logits
-    targets = half_right_targets(Tensor(), np.zeros((2, 50), np.int64))
-    assert targets.shape == (2, 50) and np.mean(logits.argmax(-1) == targets) == 0.5
+    for share in (0.5, 0.0):
+        labels = labels_with_accuracy(Tensor(), np.zeros((2, 50), np.int64), share)
+        assert labels.shape == (2, 50) and np.mean(logits.argmax(-1) == labels) == share
