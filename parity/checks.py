@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noise
+from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noise, unshareable_draws
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import ProblemMap
 from parity.port import Port
@@ -192,6 +192,7 @@ class PortPass:
     taps: dict[str, torch.Tensor]
     error: str = ""
     injection: Injection | None = None  # which spelling consumed each shared draw
+    unshareable: dict = field(default_factory=dict)  # port module -> why its draws cannot be shared (train mode)
 
     def named_outputs(self, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         if self.outputs is None:
@@ -212,7 +213,7 @@ def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> PortPa
     if not error and injection.unused:
         error = ("the port skipped random draws the reference made: "
                  + ", ".join(f"{draw.kind} at {draw.name}" for draw in injection.unused))
-    return PortPass(outputs, taps, error, injection)
+    return PortPass(outputs, taps, error, injection, unshareable_draws(pair.model) if training else {})
 
 
 def reference_forward(pair: AuditPair, batch: Batch, training: bool):
@@ -253,7 +254,10 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kin
         comparison = dataclasses.replace(compare(f"{prefix}{name}", _port_in_reference_layout(port_value),
                                                  reference_array, limit),
                                          kind=kind, exercised=describe_range(reference_array))
-        if not comparison.passed and port_pass.injection and (why := port_pass.injection.site_note(name)):
+        why = port_pass.injection.site_note(name) if port_pass.injection else ""
+        why = why or next((reason for module, reason in port_pass.unshareable.items()
+                           if modules.get(name, "").startswith(module)), "")
+        if not comparison.passed and why:
             comparison = dataclasses.replace(comparison, note="; ".join(filter(None, (comparison.note, why))))
         comparisons.append(comparison)
     if port_pass.error and all(c.passed for c in comparisons):

@@ -205,3 +205,16 @@ def injected_noise(draws: list[Draw]) -> Iterator[Injection]:
 
 
 _ABSENT = object()
+
+
+def unshareable_draws(model: torch.nn.Module) -> dict[str, str]:
+    """Port modules whose random draws happen beyond Python's reach, by module name, with the reason.
+
+    nn.LSTM / nn.GRU / nn.RNN with num_layers > 1 and dropout > 0 drop between their layers inside
+    torch's C++ kernel: no Python-level function is called, so the reference's masks cannot reach it.
+    """
+    return {name: (f"{type(module).__name__}(dropout={module.dropout}) at {name} drops between its layers inside "
+                   "torch's C++ kernel, which no shared draw can reach: its train-mode output cannot match "
+                   "(write its layers as separate modules with nn.Dropout between them)")
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.RNNBase) and module.dropout > 0 and module.num_layers > 1}

@@ -87,6 +87,13 @@ def test_a_draw_that_cannot_be_shared_names_the_site_and_the_spelling():
     assert "u >= p" in injection.site_note("dropout_1") and "torch.rand" in injection.site_note("dropout_1")
 
 
+def test_dropout_inside_a_multi_layer_rnn_kernel_is_named_as_unshareable():
+    from parity.dropout import unshareable_draws
+
+    model = nn.Sequential(nn.Embedding(5, 4), nn.LSTM(4, 4, num_layers=2, dropout=0.2), nn.LSTM(4, 4, dropout=0.0))
+    assert list(unshareable_draws(model)) == ["1"] and "C++ kernel" in unshareable_draws(model)["1"]
+
+
 # --- the equivalent verdict -------------------------------------------------------------------------
 
 def _result(*passes, check="forward", problem="p"):
