@@ -241,29 +241,35 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kin
     limit = tolerance(kind, pair.dtype)
     comparisons = []
     for name, reference_value in reference_taps.items():
-        kind = "output" if name in pair.output_names else "tap"
+        role = "output" if name in pair.output_names else "tap"
         if name in port_outputs:
             port_value = port_outputs[name]
         elif name in modules and modules[name] in port_pass.taps:
             port_value = port_pass.taps[modules[name]]
         else:
             why = port_pass.error or "no port output for this layer (activation map or module not run)"
-            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why, kind))
+            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why, role))
             continue
         reference_array = reference_value.numpy()
         comparison = dataclasses.replace(compare(f"{prefix}{name}", _port_in_reference_layout(port_value),
                                                  reference_array, limit),
-                                         kind=kind, exercised=describe_range(reference_array))
-        why = port_pass.injection.site_note(name) if port_pass.injection else ""
-        why = why or next((reason for module, reason in port_pass.unshareable.items()
-                           if modules.get(name, "").startswith(module)), "")
-        if not comparison.passed and why:
+                                         kind=role, exercised=describe_range(reference_array))
+        if not comparison.passed and (why := _why_draws_differ(port_pass, name, modules.get(name, ""))):
             comparison = dataclasses.replace(comparison, note="; ".join(filter(None, (comparison.note, why))))
         comparisons.append(comparison)
     if port_pass.error and all(c.passed for c in comparisons):
         comparisons.append(Comparison(f"{prefix}port forward", float("nan"), float("nan"), limit, False,
                                       port_pass.error))
     return comparisons
+
+
+def _why_draws_differ(port_pass: PortPass, tap: str, port_module: str) -> str:
+    """What the noise injection knows about a diverging tap: a mask thresholded from a raw uniform draw, or a
+    module whose draws no shared draw can reach ('' if neither)."""
+    if port_pass.injection and (note := port_pass.injection.site_note(tap)):
+        return note
+    return next((reason for module, reason in port_pass.unshareable.items()
+                 if port_module == module or port_module.startswith(module + ".")), "")
 
 
 def describe_range(values: np.ndarray) -> str:
