@@ -552,6 +552,10 @@ def _bugs() -> list[Mutant]:
         Mutant("features detached before the classifier", C2, edit_model(lambda m: rewrite_forward(
             m, lambda self, x: self.fc2(self.fc1(self.flatten(self.pool2(self.conv2(self.pool1(self.conv1(
                 x))))).detach())))), ("gradients",), "gradients", "conv2d/kernel"),
+        Mutant("embedding gradients scaled by id frequency", RNN, edit_model(
+            lambda m: setattr(m.embedding, "scale_grad_by_freq", True)), ("gradients",), "gradients", "embedding"),
+        Mutant("embedding with padding_idx 0 (its row gets no gradient)", RNN, edit_model(
+            lambda m: setattr(m.embedding, "padding_idx", 0)), ("gradients",), "gradients", "embedding"),
         # train mode
         Mutant("BN momentum passed to torch uninverted", WRN, edit_model(
             lambda m: set_all(m, nn.BatchNorm2d, momentum=0.9)), ("train_mode",), "train_mode",
