@@ -7,6 +7,7 @@ it says otherwise, on a fresh copy of the port.
 """
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def scores(outcomes: list[Outcome]) -> Scores:
 def main(fast: bool = False, deep: bool = False, names: list[str] | None = None, listing: bool = False) -> int:
     rows = select(fast, deep, names)
     if not rows:
-        print(f"error: no catalogue row matches {' '.join(names or [])!r}")
+        print(f"error: no catalogue row matches {' '.join(names or [])!r}", file=sys.stderr)
         return 2
     if listing:
         for m in rows:
