@@ -12,7 +12,7 @@ import numpy as np
 from parity.frameworks import THREADS, TORCH_DTYPES
 from parity.port import Port, load_port, resolve
 from parity.porting import WeightMapError, check_coverage
-from parity.results import CheckResult
+from parity.results import CheckResult, mark_equivalent
 
 # TensorFlow (parity.checks, tf_reference) is imported only where a check runs, so a parallel
 # audit's parent process stays light and its workers import it side by side.
@@ -78,14 +78,30 @@ def mark_declared(port: Port, results: list[CheckResult]) -> list[CheckResult]:
     return results
 
 
+# Example i of a batch is scaled by EXAMPLE_SCALES[i % 2]: the large one drives pre-activations far past
+# the kinks and clips common slips differ at (ReLU6 at 6, hardtanh at 1, saturating sigmoid/tanh), and to
+# strongly negative values (leaky slopes), while the unit one keeps the usual regime.
+EXAMPLE_SCALES = (1.0, 8.0)
+ZERO_FRACTION = 0.1  # elements set to exactly 0 (images, vectors and pixels: x == 0 and x > 0 slips)
+ONE_FRACTION = 0.05  # pixels set to exactly 1 (the top of their range)
+
+
 def draw_input(rng: np.random.Generator, spec, batch_size: int, dtype: str) -> np.ndarray:
-    """Audit data for one declared input: standard normal values, pixels in [0, 1], or ids below the vocabulary."""
+    """Audit data for one declared input: normal values at two scales, pixels in [0, 1] (exact 0s and 1s
+    included), or ids below the vocabulary. Inputs with more than one element per example get ZERO_FRACTION
+    exact zeros."""
     shape = (batch_size, *spec.shape)
     if spec.kind == "ids":
         return rng.integers(0, spec.vocab, size=shape)
     if spec.kind == "pixels":
-        return rng.uniform(size=shape).astype(dtype)
-    return rng.normal(size=shape).astype(dtype)
+        values = rng.uniform(size=shape)
+        values[rng.uniform(size=shape) < ONE_FRACTION] = 1.0
+    else:
+        scales = np.resize(np.asarray(EXAMPLE_SCALES), batch_size).reshape(-1, *[1] * len(spec.shape))
+        values = rng.normal(size=shape) * scales
+    if int(np.prod(spec.shape)) > 1:
+        values[rng.uniform(size=shape) < ZERO_FRACTION] = 0.0
+    return values.astype(dtype)
 
 
 def make_batches(reference_spec, dtype: str, seed: int, batch_size: int = AUDIT_BATCH_SIZE,
@@ -149,6 +165,7 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
             results.append(CheckResult(problem, name, dtype, error=f"{type(error).__name__}: {error}",
                                        traceback=traceback.format_exc()))
     mark_unjudged_steps(results)
+    mark_equivalent(results)
     if (own := port.port_problem_name(problem)) != problem and results:
         results[0].notes.append(f"the port's problem {own!r}, audited as the original's {problem!r}")
     results = mark_declared(port, results)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from parity.dropout import NoiseMismatch, NoiseRecorder, injected_noise
+from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noise, unshareable_draws
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import THEN_FUNCTIONS, ParamRow, ProblemMap
 from parity.port import Port
@@ -143,6 +143,9 @@ class AuditPair:
         return {name: rows[name] for name in self.reference.graph.trainable_variables}
 
 
+EMBEDDING_STD = 2.0
+
+
 def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray]:
     """Random values for every reference variable, so no check sees an all-zero or all-one tensor.
 
@@ -157,6 +160,8 @@ def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray
         if kind == "kernel":
             fan_in = int(np.prod(shape[:-1]))
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif kind == "embedding":  # LSTM gates then reach saturation (sigmoid/tanh near 0 and 1)
+            value = rng.normal(0.0, EMBEDDING_STD, shape)
         elif kind in ("gamma", "moving_variance"):
             value = rng.uniform(0.5, 1.5, shape)
         else:  # bias, beta, moving_mean
@@ -175,8 +180,9 @@ def captured_outputs(model: nn.Module, module_names: list[str]) -> Iterator[dict
     outputs: dict[str, torch.Tensor] = {}
 
     def keep(name, output):
-        # Recurrent modules return (sequence, state): the tap is the sequence.
-        outputs[name] = (output[0] if isinstance(output, tuple) else output).detach()
+        # Recurrent modules return (sequence, state): the tap is the sequence. Cloned, so the tap holds what
+        # the module returned even when later code rewrites it in place (F.relu(x, inplace=True), x += shortcut).
+        outputs[name] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
     handles = [modules[name].register_forward_hook(lambda module, args, output, name=name: keep(name, output))
                for name in module_names]
@@ -195,6 +201,8 @@ class PortPass:
     outputs: object
     taps: dict[str, torch.Tensor]
     error: str = ""
+    injection: Injection | None = None  # which spelling consumed each shared draw
+    unshareable: dict = field(default_factory=dict)  # port module -> why its draws cannot be shared (train mode)
 
     def named_outputs(self, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         if self.outputs is None:
@@ -215,7 +223,7 @@ def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> PortPa
     if not error and injection.unused:
         error = ("the port skipped random draws the reference made: "
                  + ", ".join(f"{draw.kind} at {draw.name}" for draw in injection.unused))
-    return PortPass(outputs, taps, error)
+    return PortPass(outputs, taps, error, injection, unshareable_draws(pair.model) if training else {})
 
 
 def reference_forward(pair: AuditPair, batch: Batch, training: bool):
@@ -259,19 +267,43 @@ def compare_taps(pair: AuditPair, reference_taps: dict, port_pass: PortPass, kin
     limit = tolerance(kind, pair.dtype)
     comparisons = []
     uncompared = set(pair.problem_map.uncompared)
+    modules = pair.problem_map.port_module_for_tap()
     for name, reference_value in reference_taps.items():
+        role = "output" if name in pair.output_names else "tap"
         if name in uncompared:
             continue
         port_value = port_tap_value(pair, name, port_pass)
         if port_value is None:
             why = port_pass.error or "no port output for this layer (activation map or module not run)"
-            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why))
+            comparisons.append(Comparison(f"{prefix}{name}", float("nan"), float("nan"), limit, False, why, role))
             continue
-        comparisons.append(compare(f"{prefix}{name}", port_value, reference_value.numpy(), limit))
+        reference_array = reference_value.numpy()
+        comparison = dataclasses.replace(compare(f"{prefix}{name}", port_value, reference_array, limit),
+                                         kind=role, exercised=describe_range(reference_array))
+        if not comparison.passed and (why := _why_draws_differ(port_pass, name, modules.get(name, ""))):
+            comparison = dataclasses.replace(comparison, note="; ".join(filter(None, (comparison.note, why))))
+        comparisons.append(comparison)
     if port_pass.error and all(c.passed for c in comparisons):
         comparisons.append(Comparison(f"{prefix}port forward", float("nan"), float("nan"), limit, False,
                                       port_pass.error))
     return comparisons
+
+
+def _why_draws_differ(port_pass: PortPass, tap: str, port_module: str) -> str:
+    """What the noise injection knows about a diverging tap: a mask thresholded from a raw uniform draw, or a
+    module whose draws no shared draw can reach ('' if neither)."""
+    if port_pass.injection and (note := port_pass.injection.site_note(tap)):
+        return note
+    return next((reason for module, reason in port_pass.unshareable.items()
+                 if port_module == module or port_module.startswith(module + ".")), "")
+
+
+def describe_range(values: np.ndarray) -> str:
+    """The range of values a tap exercised: min, max and the share of exact zeros."""
+    if not values.size or not np.issubdtype(values.dtype, np.number):
+        return ""
+    zeros = np.count_nonzero(values == 0) / values.size
+    return f"[{float(np.min(values)):.3g}, {float(np.max(values)):.3g}], {100 * zeros:.0f}% exact zeros"
 
 
 # --- checks --------------------------------------------------------------------
@@ -381,23 +413,46 @@ def check_loss(pair: AuditPair) -> CheckResult:
     pair.sync()
     targets = reference_targets(batch)
     reference_data, reference_l2 = pair.reference.loss_terms(reference_outputs, targets)
-    reference_accuracy = pair.reference.accuracy(reference_outputs, targets)
     port_targets = batch.port_targets(pair.torch_dtype)
     with torch.no_grad():
         port_data, port_l2 = pair.port.loss_terms(pair.problem, pair.model, port_pass.outputs, port_targets)
-        port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs, port_targets)
     limit = tolerance("loss", pair.dtype)
     pairs = [("data_loss", port_data, reference_data), ("regularizer", port_l2, reference_l2),
              ("total_loss", port_data + port_l2, reference_data + reference_l2)]
     result.comparisons = [compare(name, _scalar(port), _scalar(reference), limit) for name, port, reference in pairs]
-    if reference_accuracy is None:
+    if pair.reference.accuracy(reference_outputs, targets) is None:
         result.notes.append("accuracy: not compared, the original defines none for this problem")
-    elif port_accuracy is None:
-        result.comparisons.append(Comparison("accuracy", float("nan"), float("nan"), limit, False,
-                                             "the port reports no accuracy; the original defines one"))
-    else:
-        result.comparisons.append(compare("accuracy", _scalar(port_accuracy), _scalar(reference_accuracy), limit))
+        return result
+    # Accuracy on labels chosen from the reference's logits, so that it is never degenerate where that
+    # matters: half the predictions right (a count, or an accuracy over other positions, differs from
+    # 1/2), then none right (an error rate, 1 - accuracy, differs from 0).
+    for item, share in (("accuracy", 0.5), ("accuracy (no prediction right)", 0.0)):
+        labels = labels_with_accuracy(reference_outputs, targets, share) if batch.target_kind in ("labels", "ids") \
+            else targets
+        reference_accuracy = pair.reference.accuracy(reference_outputs, labels)
+        with torch.no_grad():
+            port_accuracy = pair.port.accuracy(pair.problem, port_pass.outputs, torch.from_numpy(labels).long())
+        if port_accuracy is None:
+            result.comparisons.append(Comparison(item, float("nan"), float("nan"), limit, False,
+                                                 "the port reports no accuracy; the original defines one"))
+            break
+        result.comparisons.append(compare(item, _scalar(port_accuracy), _scalar(reference_accuracy), limit,
+                                          note=f"labels on which the reference's accuracy is "
+                                               f"{_scalar(reference_accuracy):g}"))
     return result
+
+
+def labels_with_accuracy(outputs, targets: np.ndarray, share: float) -> np.ndarray:
+    """Labels on which the reference's accuracy is `share` (rounded down to whole positions): its own
+    prediction at the positions where it is clearest (the largest gap between its top two logits), its
+    least likely class elsewhere, so that round-off moves neither."""
+    logits = np.asarray((outputs[0] if isinstance(outputs, tuple) else outputs).numpy(), np.float64)
+    logits = logits.reshape(-1, logits.shape[-1])
+    top_two = np.sort(logits, axis=-1)[:, -2:]
+    clearest = np.argsort(top_two[:, 0] - top_two[:, 1], kind="stable")[: int(share * len(logits))]
+    chosen = logits.argmin(axis=-1)
+    chosen[clearest] = logits.argmax(axis=-1)[clearest]
+    return chosen.reshape(np.shape(targets)).astype(np.int64)
 
 
 def _scalar(value) -> float:

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     trajectory.add_argument("--seed", type=int, default=0)
     trajectory.add_argument("--port-lr-factor", type=float, default=1.0,
                             help="multiply the port's learning rate (plant a slow drift to see the check catch it)")
+    selftest = commands.add_parser("selftest", help="the audit's power and precision: planted bugs it must catch at "
+                                                    "their layer, equivalent rewrites it must pass (parity.mutants)")
+    selftest.add_argument("--fast", action="store_true", help="only the subset the test suite runs")
+    selftest.add_argument("--deep", action="store_true", help="include rows on the deep problems (slow, GBs)")
+    selftest.add_argument("--only", nargs="+", metavar="WORD", help="rows whose name contains one of these")
+    selftest.add_argument("--list", action="store_true", help="list the selected rows and what each expects")
     listing = commands.add_parser("list", help="list the problems the audit knows")
     listing.add_argument("--port", metavar="MODULE:ATTR")
     return parser
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         return describe_command(args.problem)
     if args.command == "suggest-map":
         return suggest_map_command(args.port, args.problem)
+    if args.command == "selftest":
+        from parity.selftest import main as selftest_main
+        return selftest_main(args.fast, args.deep, args.only, args.list)
     try:
         port = load_port(args.port)
         problems = resolve_problems(port, args.problem if args.command == "audit" else None)

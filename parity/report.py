@@ -191,6 +191,7 @@ def to_markdown(run: AuditRun, environment: dict) -> str:
         lines += ["", "## Notes", ""] + [f"- {r.problem} {r.dtype} {r.check}: {note}" for r, note in notes]
     if deviations := known_deviations(run):
         lines += ["", "## Known deviations of the original or the port", ""] + [f"- {d}" for d in deviations]
+    lines += exercised_ranges(run)
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +204,17 @@ def parameter_counts(run: AuditRun) -> dict:
                 if comparison.item == "trainable parameters":
                     counts.setdefault(result.problem, comparison)
     return counts
+
+
+def exercised_ranges(run: AuditRun) -> list[str]:
+    """Per problem (first dtype), the range of values each tapped layer exercised in the forward check."""
+    rows = [f"- {r.problem}: " + "; ".join(f"`{c.item}` {c.exercised}" for c in r.comparisons if c.exercised)
+            for r in run.results if r.check == "forward" and r.dtype == run.dtypes[0]
+            and any(c.exercised for c in r.comparisons)]
+    if not rows:
+        return []
+    return ["", "## Ranges exercised", "", "Each tapped layer's reference output in the forward check (inference "
+            "mode, batch 0): [min, max] and the share of exact zeros; train-mode ranges are in the JSON.", ""] + rows
 
 
 def write_reports(run: AuditRun, environment: dict, directory: Path, stem: str = "parity-report") -> tuple[Path, Path]:

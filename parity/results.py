@@ -23,6 +23,8 @@ class Comparison:
     tolerance: float  # on max_rel
     passed: bool
     note: str = ""
+    kind: str = ""  # "tap" (a layer's output), "output" (a model output), "" (anything else)
+    exercised: str = ""  # a tap's reference range, e.g. "[-7.1, 23.4], 12% exact zeros" (see describe_range)
 
     @property
     def margin(self) -> float:
@@ -59,10 +61,12 @@ class CheckResult:
     # Set when this check's error is explained by an upstream check that failed (a step whose error is within
     # what the failed gradients propagate): the check is then not judged, neither pass nor fail.
     not_judged: str = ""
+    # Why the differing taps are an equivalent decomposition (see mark_equivalent); "" if they are not.
+    equivalent: str = ""
 
     @property
     def passed(self) -> bool:
-        return not self.error and all(c.passed for c in self.comparisons)
+        return not self.error and (bool(self.equivalent) or all(c.passed for c in self.comparisons))
 
     @property
     def counts_as_failure(self) -> bool:
@@ -72,6 +76,8 @@ class CheckResult:
     def verdict(self) -> str:
         if self.not_judged and self.passed:
             return f"not judged ({self.not_judged})"
+        if self.equivalent and not self.error:
+            return "equivalent"
         if self.not_applicable and self.passed:
             return "n/a"
         return "pass" if self.passed else ("declared" if self.declared else "FAIL")
@@ -104,11 +110,55 @@ class CheckResult:
             "not_judged": self.not_judged,
             "diagnostic": self.diagnostic,
             "verdict": self.verdict,
+            "equivalent": self.equivalent,
             "notes": self.notes,
             "hints": [asdict(hint) for hint in self.hints],
             "first_divergence": first.item if first else None,
             "comparisons": [asdict(c) | {"margin": c.margin} for c in self.comparisons],
         }
+
+
+def absorbed_taps(result: CheckResult) -> list[Comparison]:
+    """The failed taps of a tap-comparing check if each is absorbed downstream, else [].
+
+    Absorbed: every failed comparison is an intermediate tap (a value or shape difference, not a
+    missing or non-finite one) whose next comparison is a tap or output that agrees, and every
+    non-tap comparison (the outputs, statistics, losses) agrees. A difference that reaches a later
+    tap, an output or anything else is a failure.
+    """
+    comparisons = result.comparisons
+    failed = [index for index, c in enumerate(comparisons) if not c.passed]
+    if result.error or not failed or not any(c.kind == "output" for c in comparisons):
+        return []
+    for index in failed:
+        c = comparisons[index]
+        if c.kind != "tap" or not (np.isfinite(c.max_abs) or c.note.startswith("shape mismatch")):
+            return []
+        following = comparisons[index + 1] if index + 1 < len(comparisons) else None
+        if following is None or not following.passed or following.kind not in ("tap", "output"):
+            return []
+    return [comparisons[index] for index in failed]
+
+
+def mark_equivalent(results: list[CheckResult]) -> None:
+    """Call a tap check 'equivalent' where its differing taps are absorbed (absorbed_taps) and every other
+    check of the same problem and dtype passed: the port computes the same function, decomposed or
+    tapped at another point (a ReLU moved across a max pool). Anything downstream that differs, in this
+    check or another, keeps it a failure."""
+    candidates = {id(r): absorbed_taps(r) for r in results}
+    for result in results:
+        taps = candidates[id(result)]
+        if not taps:
+            continue
+        same_pair = [r for r in results if (r.problem, r.dtype) == (result.problem, result.dtype) and r is not result]
+        if any(not (r.passed or candidates[id(r)]) for r in same_pair):
+            continue
+        agreeing = sorted({r.check for r in same_pair})
+        result.equivalent = (f"{', '.join(c.item for c in taps)} differ{'s' if len(taps) == 1 else ''} from the reference "
+                             f"but the next tap, every later tap and the outputs agree"
+                             + (f", and so do {', '.join(agreeing)}" if agreeing else "")
+                             + ": an equivalent decomposition (or a tap at another point), not a divergence")
+        result.notes.append(f"equivalent: {result.equivalent}")
 
 
 # Elements per block when reducing an error: a large tensor's float64 error never exists whole

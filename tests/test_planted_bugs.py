@@ -1,16 +1,18 @@
-"""Real porting bugs, planted in a copy of the port: each must fail its check at the right layer."""
+"""Planted bugs on the deep problems (marker `deep`): each must fail its check at the right layer.
+
+The other planted bugs are rows of the self-test's catalogue, `parity/mutants.py` (`python -m parity selftest`;
+its fast subset runs in tests/test_selftest.py).
+"""
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from deepobs import losses
-from deepobs.models.quadratic import DIM, Quadratic, _rotation
 from deepobs.problems import PROBLEMS
 from parity.audit import audit_problem
-from parity.maps import MAPS, ParamRow, ProblemMap
+from parity.maps import MAPS, ProblemMap
 from parity.port import deepobs_port
 
 pytestmark = pytest.mark.parity
@@ -35,187 +37,11 @@ def failing(port, problem, check, dtype="float64"):
     return result.first_divergence
 
 
-def test_symmetric_padding_on_stride2_same_conv():
-    def edit(model):
-        model.features[3][0] = nn.Conv2d(96, 96, 3, 2, padding=1)  # PyTorch 1/1 instead of TF's 0/1
-    assert failing(port_with(edit), "cifar100_allcnnc", "forward").item == "conv2d_2"
-
-
-def test_symmetric_padding_on_stride2_same_max_pool():
-    def edit(model):
-        model.pool1 = nn.MaxPool2d(3, 2, padding=1)
-    first = failing(port_with(edit), "cifar10_3c3d", "forward")
-    assert first.item == "max_pooling2d" and first.max_abs > 1e-3
-
-
-def test_nchw_flatten_order():
-    # The port flattens NCHW but its weights were ported with a plain transpose.
-    rows = tuple(dataclasses.replace(r, transform="dense", args=()) if r.transform == "dense_after_flatten" else r
-                 for r in MAPS["mnist_2c2d"].params)
-    maps = dict(MAPS, mnist_2c2d=ProblemMap(rows, MAPS["mnist_2c2d"].taps))
-    assert failing(port_with(weight_maps=maps), "mnist_2c2d", "forward").item == "dense"
-
-
 def _set_bn(model, **attributes):
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             for name, value in attributes.items():
                 setattr(module, name, value)
-
-
-def test_bn_momentum_not_inverted():
-    first = failing(port_with(lambda m: _set_bn(m, momentum=0.9)), "svhn_wrn164", "train_mode")
-    assert first.item == "unit_1_0/batch_normalization/moving_mean"
-
-
-def test_bn_epsilon_1e3_instead_of_1e5():
-    first = failing(port_with(lambda m: _set_bn(m, eps=1e-3)), "svhn_wrn164", "forward")
-    assert first.item == "unit_1_0/batch_normalization"
-
-
-def test_bn_epsilon_caught_in_float32_too():
-    first = failing(port_with(lambda m: _set_bn(m, eps=1e-3)), "svhn_wrn164", "forward", dtype="float32")
-    assert first.item == "unit_1_0/batch_normalization"
-
-
-def test_dropout2d_instead_of_elementwise():
-    def edit(model):
-        model.features[4] = nn.Dropout2d(0.5)
-    assert failing(port_with(edit), "cifar100_allcnnc", "train_mode").item == "dropout_1"
-
-
-def test_l2_applied_to_biases():
-    def loss_terms(problem, model, logits, labels):
-        data_loss = losses.softmax_cross_entropy(logits, labels).mean()
-        return data_loss, losses.l2_regularizer(list(model.parameters()), PROBLEMS[problem].weight_decay)
-    port = port_with(loss_terms=loss_terms)
-    assert failing(port, "cifar10_3c3d", "loss").item == "regularizer"
-    # Backward order: the regularized bias closest to the loss first.
-    assert failing(port, "cifar10_3c3d", "gradients").item == "dense_2/bias"
-
-
-def test_stock_torch_adam_instead_of_tf1_adam():
-    optimizers = dict(deepobs_port().optimizers, adam=lambda params, lr: torch.optim.Adam(params, lr=lr))
-    port = port_with(optimizers=optimizers)
-    first = failing(port, "cifar10_3c3d", "step/adam (reference gradients)")
-    assert first.item == "step1 conv2d/kernel (update)"
-    assert failing(port, "cifar10_3c3d", "step/adam").item.startswith("step1 ")
-
-
-def test_all_cnn_c_final_relu_missing():
-    def edit(model):
-        model.features[11][1] = nn.Identity()  # the last 1x1 conv without its ReLU
-    assert failing(port_with(edit), "cifar100_allcnnc", "forward").item == "conv2d_8"
-
-
-def test_weight_map_shape_mismatch_names_both_sides():
-    port = port_with(build_model=lambda problem: PROBLEMS["cifar100_3c3d"].build_model())  # 100 outputs, not 10
-    [result] = audit_problem(port, "cifar10_3c3d", "float64")
-    assert result.check == "setup" and not result.passed
-    assert "dense_2/kernel (256, 10)" in result.error and "fc3.weight is (100, 256)" in result.error
-
-
-def test_nan_in_the_port_is_a_failed_check_not_a_crash():
-    def edit(model):
-        model.fc2.register_forward_hook(lambda module, args, output: output * float("nan"))
-    first = failing(port_with(edit), "mnist_2c2d", "forward")
-    assert first.item == "dense_1" and "non-finite" in first.note
-
-
-# --- the character LSTM ---------------------------------------------------------------------------
-
-def _lstm_rows_with_gates(gates):
-    rows = tuple(dataclasses.replace(r, args=(r.args[0], gates)) if r.transform.startswith("lstm_") and r.args else
-                 dataclasses.replace(r, args=(gates,)) if r.transform == "lstm_bias" else r
-                 for r in MAPS["tolstoi_char_rnn"].params)
-    return dict(MAPS, tolstoi_char_rnn=ProblemMap(rows, MAPS["tolstoi_char_rnn"].taps))
-
-
-def test_lstm_tf_gate_order_left_unpermuted():
-    port = port_with(weight_maps=_lstm_rows_with_gates((0, 1, 2, 3)))  # TF's i, j, f, o read as torch's i, f, g, o
-    first = failing(port, "tolstoi_char_rnn", "forward")
-    assert first.item == "rnn/multi_rnn_cell/cell_0/lstm_cell" and first.max_rel > 1e-2
-
-
-def test_lstm_forget_bias_dropped():
-    def edit(model):
-        with torch.no_grad():
-            for lstm in model.lstm:
-                lstm.bias_hh_l0.zero_()
-    assert failing(port_with(edit), "tolstoi_char_rnn", "forward").item == "rnn/multi_rnn_cell/cell_0/lstm_cell"
-
-
-def test_nn_lstm_dropout_instead_of_the_four_dropout_sites():
-    # nn.LSTM(num_layers=2, dropout=0.2) masks only between the layers, once: keep that site alone.
-    def edit(model):
-        model.input_dropout[0] = nn.Identity()
-        model.input_dropout[1] = nn.Identity()
-        model.output_dropout[1] = nn.Identity()
-    first = failing(port_with(edit), "tolstoi_char_rnn", "train_mode")
-    assert first.item == "rnn/multi_rnn_cell/cell_0/input_dropout"
-
-
-def test_lstm_state_not_carried_between_batches():
-    def edit(model):
-        forward = model.forward
-
-        def forward_from_zero_state(chars):
-            model.reset_state()
-            return forward(chars)
-        model.forward = forward_from_zero_state
-    port = port_with(edit)
-    first = failing(port, "tolstoi_char_rnn", "carried_state")
-    assert first.item == "batch1 rnn/multi_rnn_cell/cell_0/lstm_cell"
-    [gradients] = [r for r in audit_problem(port, "tolstoi_char_rnn", "float64", checks=["gradients"])]
-    assert gradients.passed  # one batch from the zero state cannot see it: the carried-state check does
-
-
-def test_lstm_state_not_detached():
-    def edit(model):
-        model._keep_state = lambda states: setattr(model, "state", list(states))  # no .detach()
-    first = failing(port_with(edit), "tolstoi_char_rnn", "carried_state")
-    assert first.item == "batch1 gradients" and "backward" in first.note
-
-
-# --- the VAE --------------------------------------------------------------------------------------
-
-def test_vae_encoder_stride1_conv_padded_1_1():
-    def edit(model):
-        model.encoder[4][0] = nn.Conv2d(64, 64, 4, 1, padding=1)  # TF 'SAME' pads k4 s1 as 1 before, 2 after
-    first = failing(port_with(edit), "mnist_vae", "forward")
-    assert first.item == "encoder/conv2d_2" and "shape mismatch" in first.note
-
-
-def test_vae_transposed_conv_output_15_instead_of_14():
-    def edit(model):
-        model.decoder_convs[2][0] = nn.ConvTranspose2d(64, 64, 4, 1, padding=1)  # 14 -> 15 (then 16)
-    first = failing(port_with(edit), "mnist_vae", "forward")
-    assert first.item == "decoder/conv2d_transpose_1" and "shape mismatch" in first.note
-
-
-def test_vae_decoder_activation_missing():
-    def edit(model):
-        model.decoder_convs[4][1] = nn.Identity()  # the last transposed conv without its ReLU
-    assert failing(port_with(edit), "mnist_vae", "forward").item == "decoder/conv2d_transpose_2"
-
-
-def test_vae_std_dev_without_the_half():
-    def edit(model):
-        model.std_dev[1] = nn.Identity()
-    assert failing(port_with(edit), "mnist_vae", "forward").item == "encoder/z"
-
-
-# --- quadratic_deep -------------------------------------------------------------------------------
-
-def test_quadratic_hessian_from_another_draw_order():
-    def rotation_first_hessian():
-        rng = np.random.RandomState(42)
-        rotation = _rotation(DIM, rng)  # drawn before the eigenvalues
-        eigenvalues = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
-        return rotation.T @ (np.diag(eigenvalues) @ rotation)
-
-    port = port_with(build_model=lambda problem: Quadratic(rotation_first_hessian()))
-    assert failing(port, "quadratic_deep", "forward").item == "hessian"
 
 
 # --- Inception v3 (each audit of it takes a minute or two on 2 cores) --------------------------
