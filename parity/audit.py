@@ -235,6 +235,18 @@ def split_heavy(port: Port, problems: list[str]) -> tuple[list[str], list[str]]:
     return [p for p in problems if p not in heavy], heavy
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc malloc_trim): without it a worker auditing one large
+    model after another keeps the fragments of each, and its resident size grows from problem to problem."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
               progress: Callable[[str], None] | None = None, checks: list[str] | None = None,
               init: bool = True, isolate: bool | None = None) -> AuditRun:
@@ -249,6 +261,7 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
             start = time.perf_counter()
             results = audit_problem(port, problem, dtype, seed, checks, isolate)
             gc.collect()  # the problem's models, gradients and slots, before the next one is built
+            release_freed_memory()
             run.results += results
             run.seconds[f"{problem} {dtype}"] = time.perf_counter() - start
             if progress:

@@ -19,8 +19,8 @@ from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noi
 from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
 from parity.maps import THEN_FUNCTIONS, ParamRow, ProblemMap
 from parity.port import Port
-from parity.porting import (WeightMapError, assemble, load_port_values, port_tensors, to_port_layout,
-                            to_port_values, to_reference_layout)
+from parity.porting import (WeightMapError, assemble, iter_port_values, load_port_values, port_tensors,
+                            to_port_layout, to_port_values, to_reference_layout)
 from parity.results import CheckResult, Comparison, compare
 from parity.roundoff import (MAX_FLIP_FRACTION, NEAR_ZERO_FACTOR, EnvelopeJudge, cut_masks, cut_port_gradients,
                              cut_reference_gradients, describe_cuts, flip_masks, tapped_elements)
@@ -112,7 +112,9 @@ class AuditPair:
 
         `port_values`, if given, are `values` already in port layouts (see to_port_values).
         """
-        if values is None:
+        if values is None and self.fixed_step_gradients:  # a large model: converted tensor by tensor, not kept
+            values, port_values = self.audit_values, iter_port_values(self.audit_values, self.model, self.problem_map)
+        elif values is None:
             if not self.audit_port_values:
                 self.audit_port_values = to_port_values(self.audit_values, self.model, self.problem_map)
             values, port_values = self.audit_values, self.audit_port_values
@@ -507,6 +509,8 @@ def port_gradients(pair: AuditPair, batch: Batch, draws, cuts: dict | None = Non
         grads = {row.port: tensors[row.port].grad for row in rows}
         gradients[name] = (None if any(g is None for g in grads.values())
                            else assemble(rows, {port: g.numpy() for port, g in grads.items()}))
+        for row in rows:  # each gradient lives on in reference layout only (a large model's peak memory)
+            tensors[row.port].grad = None
     return gradients, port_pass, _loss_values(data_loss.detach(), l2.detach() if isinstance(l2, torch.Tensor) else l2)
 
 

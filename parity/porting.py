@@ -57,8 +57,13 @@ def check_coverage(problem_map: ProblemMap, reference_names, model: nn.Module) -
 def to_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module,
                    problem_map: ProblemMap) -> dict[str, np.ndarray]:
     """Reference values (reference layouts) in the port's layouts, by port tensor name; shapes checked."""
+    return dict(iter_port_values(reference_values, model, problem_map))
+
+
+def iter_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap):
+    """(port tensor name, value in its layout) one at a time: a large model's weights converted tensor by
+    tensor, never a second copy of the whole model."""
     tensors = port_tensors(model)
-    values = {}
     for row in problem_map.params:
         reference_value = np.asarray(reference_values[row.reference])
         target = tensors[row.port]
@@ -70,14 +75,15 @@ def to_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module,
             raise WeightMapError(
                 f"shape mismatch: reference {row.reference} {tuple(reference_value.shape)} "
                 f"-> {row.transform} -> {tuple(value.shape)}, but port {row.port} is {tuple(target.shape)}")
-        values[row.port] = value
-    return values
+        yield row.port, value
 
 
-def load_port_values(model: nn.Module, port_values: Mapping[str, np.ndarray]) -> None:
+def load_port_values(model: nn.Module, port_values) -> None:
+    """Port-layout values (a mapping, or an iterable of (name, value) pairs) into the model's tensors."""
     tensors = port_tensors(model)
+    pairs = port_values.items() if isinstance(port_values, Mapping) else port_values
     with torch.no_grad():
-        for name, value in port_values.items():
+        for name, value in pairs:
             tensors[name].copy_(torch.from_numpy(value))
 
 
