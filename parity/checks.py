@@ -486,7 +486,7 @@ class PortBackwardError(Exception):
     """The port's forward or backward pass failed (the message says where)."""
 
 
-def port_gradients(pair: AuditPair, batch: Batch, draws, cuts: dict | None = None):
+def port_gradients(pair: AuditPair, batch: Batch, draws, cuts: dict | None = None, keep_grads: bool = True):
     """(gradients of the port's objective in reference layouts by reference name, its pass, its loss terms).
 
     `cuts` (reference tap name -> mask) stop the gradient at those elements of the tapped modules."""
@@ -509,8 +509,9 @@ def port_gradients(pair: AuditPair, batch: Batch, draws, cuts: dict | None = Non
         grads = {row.port: tensors[row.port].grad for row in rows}
         gradients[name] = (None if any(g is None for g in grads.values())
                            else assemble(rows, {port: g.numpy() for port, g in grads.items()}))
-        for row in rows:  # each gradient lives on in reference layout only (a large model's peak memory)
-            tensors[row.port].grad = None
+        if not keep_grads:  # each gradient lives on in reference layout only (a large model's peak memory)
+            for row in rows:
+                tensors[row.port].grad = None
     return gradients, port_pass, _loss_values(data_loss.detach(), l2.detach() if isinstance(l2, torch.Tensor) else l2)
 
 
@@ -539,7 +540,7 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
         reference_statistics = {row.reference: np.array(pair.reference.graph.variables[row.reference].numpy())
                                 for row in _statistic_rows(pair)}
         pair.sync()
-        port_grads, port_pass, port_loss = port_gradients(pair, batch, draws)
+        port_grads, port_pass, port_loss = port_gradients(pair, batch, draws, keep_grads=False)
         if port_grads is None:  # the forward broke: the train-mode taps still say where
             port_grads = {name: None for name in pair.rows_by_reference()}
         tensors = port_tensors(pair.model)

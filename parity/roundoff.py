@@ -15,9 +15,11 @@ Two effects make a correct port miss fixed float32 tolerances on deep nets (WRN-
   (Inception's aux head) and magnifies it ~1e3 times. Where a float32 comparison exceeds its
   tolerance, both sides are measured against the exact result: the reference run in float64 on the
   very same float32 weights, inputs and noise. The port passes if its own error from the exact
-  result is within ENVELOPE_FACTOR times the float32 reference's: it is as accurate as the original
-  computation is in float32. A porting slip is far outside (a BN epsilon 1e-5 for 1e-3 on WRN-16-4:
-  tests/test_roundoff.py).
+  result (root mean square over the tensor: round-off is spread over every element, a max is one
+  draw of it) is within ENVELOPE_FACTOR times the float32 reference's: it is as accurate as the
+  original computation is in float32. A porting slip is far outside: on WRN-16-4 a BN epsilon of
+  2e-5 instead of 1e-5 measures a max-error ratio of 9, 1e-4 of 90-125, 1e-3 fails outright
+  (tests/test_roundoff.py).
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from torch import nn
 
 from parity.results import SCALE_FLOOR, Comparison
 
-# Port error from the exact result / float32 reference error from it, allowed. Measured on
-# cifar100_wrn404's train-mode taps, 3 batches: 0.8 .. 1.72 (median 1.1).
+# Port RMS error from the exact result / the float32 reference's, allowed. Measured (max-error ratios,
+# which the RMS ones are below): cifar100_wrn404's train-mode taps 0.8 .. 1.72 (median 1.1); Inception's
+# taps up to 2.0, its gradients after the kink cuts up to 4.6 (two BN betas, sums that cancel).
 ENVELOPE_FACTOR = 4.0
 # Kink flips attributed to round-off: at most this fraction of the tapped elements (measured: 4-6 of
 # ~2e7 on cifar100_wrn404, see README); more is a forward difference, not round-off.
@@ -152,13 +155,17 @@ class EnvelopeJudge:
         if comparison.passed or comparison.item not in self.exact or not np.isfinite(comparison.max_abs):
             return comparison
         exact = np.asarray(self.exact[comparison.item], dtype=np.float64)
-        port_error = float(np.max(np.abs(np.asarray(port_value, dtype=np.float64) - exact)))
-        reference_error = float(np.max(np.abs(np.asarray(reference_value, dtype=np.float64) - exact)))
-        scale = max(float(np.max(np.abs(exact))), SCALE_FLOOR)
+        port_error = _rms(np.asarray(port_value, dtype=np.float64) - exact)
+        reference_error = _rms(np.asarray(reference_value, dtype=np.float64) - exact)
+        scale = max(_rms(exact), SCALE_FLOOR)
         ratio = port_error / max(reference_error, SCALE_FLOOR * scale)
         passed = port_error <= ENVELOPE_FACTOR * reference_error
-        note = (f"float32 round-off envelope: port {port_error / scale:.1e}, float32 reference "
-                f"{reference_error / scale:.1e} from the exact (float64) result, ratio {ratio:.2f} "
-                f"({'<=' if passed else '>'} {ENVELOPE_FACTOR:g})")
+        note = (f"float32 round-off envelope: RMS error from the exact (float64) result, port "
+                f"{port_error / scale:.1e}, float32 reference {reference_error / scale:.1e} (of the RMS value), "
+                f"ratio {ratio:.2f} ({'<=' if passed else '>'} {ENVELOPE_FACTOR:g})")
         return dataclasses.replace(comparison, passed=passed,
                                    note=f"{comparison.note}; {note}" if comparison.note else note)
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values)))) if np.size(values) else 0.0
