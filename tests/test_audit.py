@@ -2,6 +2,7 @@
 
 `tox -e parity` audits float32 too; here each (problem, check) is its own test id.
 """
+import dataclasses
 import functools
 
 import numpy as np
@@ -63,8 +64,25 @@ def test_float64_tolerances_are_round_off():
 def test_forward_compares_every_layer_not_only_logits():
     result = audited("svhn_wrn164", "float64")["forward"]
     items = [c.item for c in result.comparisons]
-    assert items[0] == "conv2d" and items[-1] == "logits"
+    assert items[0] == "conv2d" and items[-2:] == ["logits", "trainable parameters"]
     assert "unit_2_0/conv2d" in items and "unit_3_1" in items and len(items) > 30
+
+
+def test_forward_states_the_trainable_parameter_count_of_both_frameworks():
+    count = audited("svhn_wrn164", "float64")["forward"].comparisons[-1]
+    assert count.item == "trainable parameters" and count.passed
+    assert count.note == "port 2,748,890, reference 2,748,890"  # the spec table's count for svhn_wrn164
+
+
+def test_a_missing_parameter_fails_the_count():
+    def build_model(problem, base=deepobs_port().build_model):
+        model = base(problem)
+        model.fc3.bias.requires_grad_(False)  # frozen: the original trains it
+        return model
+
+    port = dataclasses.replace(deepobs_port(), build_model=build_model)
+    [forward] = audit_problem(port, "cifar10_3c3d", "float64", checks=["forward"])
+    assert not forward.passed and forward.first_divergence.item == "trainable parameters"
 
 
 def test_unknown_problem_is_refused():
