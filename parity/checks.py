@@ -23,7 +23,7 @@ from parity.porting import (WeightMapError, assemble, iter_port_values, load_por
                             to_port_layout, to_port_values, to_reference_layout)
 from parity.results import CheckResult, Comparison, compare
 from parity.roundoff import (MAX_FLIP_FRACTION, NEAR_ZERO_FACTOR, EnvelopeJudge, cut_masks, cut_port_gradients,
-                             cut_reference_gradients, describe_cuts, flip_masks, tapped_elements)
+                             cut_reference_gradients, describe_cuts, flip_masks, sign_masks, tapped_elements)
 from parity.tolerances import tolerance
 
 tf = load_tensorflow()
@@ -575,7 +575,8 @@ def check_gradients(pair: AuditPair) -> CheckResult:
     def port_value(name):
         return port_tap_value(pair, name, gradients.port_pass)
 
-    masks = flip_masks(gradients.reference_taps, port_value)
+    signs = sign_masks(gradients.reference_taps, port_value)
+    masks = flip_masks(signs)
     flipped = sum(int(mask.sum()) for mask in masks.values())
     if not masks:
         return result
@@ -589,7 +590,7 @@ def check_gradients(pair: AuditPair) -> CheckResult:
         result.notes.append(f"batch 0: {flipped} activation(s) on opposite sides of 0, not attributed to round-off: "
                             "the layers themselves differ (see forward, train_mode)")
         return result
-    cuts = cut_masks(gradients.reference_taps, port_value, gradients.reference_pools)
+    cuts = cut_masks(signs, gradients.reference_pools)
     reference_grads, port_grads = cut_gradients(pair, cuts)
     reference_grads = _backward_order(reference_grads)
     result.comparisons = _compare_named(reference_grads, port_grads, limit, "")

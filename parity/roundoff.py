@@ -45,22 +45,19 @@ MAX_FLIP_FRACTION = 1e-4
 NEAR_ZERO_FACTOR = 2.0
 
 
-def flip_masks(reference_taps: dict, port_value) -> dict:
-    """tap name -> boolean mask (reference layout) of the elements on opposite sides of 0.
-
-    `port_value(name)` is the port's value for a tap in reference layout, or None."""
-    return {name: flipped for name, (flipped, _, _) in _sign_masks(reference_taps, port_value).items()
-            if flipped.any()}
+def flip_masks(signs: dict) -> dict:
+    """tap name -> boolean mask (reference layout) of the elements on opposite sides of 0 (`signs`: sign_masks)."""
+    return {name: flipped for name, (flipped, _, _) in signs.items() if flipped.any()}
 
 
-def cut_masks(reference_taps: dict, port_value, pools: dict) -> dict:
+def cut_masks(signs: dict, pools: dict) -> dict:
     """tap name -> mask of the elements where round-off decides which way the gradient goes: on opposite
     sides of 0 in the two frameworks, or within NEAR_ZERO_FACTOR times the tap's own measured difference
     of 0 (where a third computation, the exact one, may put them on either side); and, at a max pool
     (`pools`: tap name -> (input, window, strides, padding)), the outputs whose window's two largest
     inputs are that close (the gradient goes to either)."""
     masks = {}
-    for name, (flipped, near_zero, difference) in _sign_masks(reference_taps, port_value).items():
+    for name, (flipped, near_zero, difference) in signs.items():
         mask = flipped | near_zero
         if name in pools:
             mask = mask | (max_pool_gaps(*pools[name]) <= NEAR_ZERO_FACTOR * difference)
@@ -88,7 +85,10 @@ def max_pool_gaps(inputs, window, strides, padding: str) -> np.ndarray:
     return top_two[..., 0] - top_two[..., 1]
 
 
-def _sign_masks(reference_taps, port_value) -> dict:
+def sign_masks(reference_taps: dict, port_value) -> dict:
+    """tap name -> (elements on opposite sides of 0, elements within NEAR_ZERO_FACTOR x the tap's measured
+    difference of 0, that difference); `port_value(name)` is the port's value for a tap in reference
+    layout, or None (the tap is then left out)."""
     masks = {}
     for name, reference_value in reference_taps.items():
         port_array, reference_array = port_value(name), np.asarray(reference_value)

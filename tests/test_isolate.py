@@ -14,19 +14,9 @@ from parity.audit import audit_problem, build_pair, mark_unjudged_steps
 from parity.hints import adam_epsilon
 from parity.port import deepobs_port
 from parity.results import CheckResult, Comparison
+from tests.test_planted_bugs import port_with
 
 pytestmark = pytest.mark.parity
-
-
-def port_with(model_edit=None, **changes):
-    port = deepobs_port()
-    if model_edit:
-        def build_model(problem, base=port.build_model):
-            model = base(problem)
-            model_edit(model)
-            return model
-        changes["build_model"] = build_model
-    return dataclasses.replace(port, **changes)
 
 
 def by_check(results):

@@ -13,20 +13,16 @@ from deepobs import losses
 from deepobs.problems import PROBLEMS
 from parity.audit import audit_problem
 from parity.maps import MAPS, ProblemMap
+from parity.mutants import _inception_loss, edit_model
 from parity.port import deepobs_port
 
 pytestmark = pytest.mark.parity
 
 
 def port_with(model_edit=None, **changes):
-    port = deepobs_port()
-    if model_edit:
-        def build_model(problem, base=port.build_model):
-            model = base(problem)
-            model_edit(model)
-            return model
-        changes["build_model"] = build_model
-    return dataclasses.replace(port, **changes)
+    """This repository's port with `changes` (Port fields), its models edited by `model_edit` after building."""
+    port = dataclasses.replace(deepobs_port(), **changes)
+    return edit_model(model_edit)(port) if model_edit else port
 
 
 def failing(port, problem, check, dtype="float64"):
@@ -47,18 +43,6 @@ def _set_bn(model, **attributes):
 # --- Inception v3 (each audit of it takes a minute or two on 2 cores) --------------------------
 
 INCEPTION = "imagenet_inception_v3"
-
-
-def _inception_loss(aux_weight=0.4, label_smoothing=0.1):
-    """The problem's loss with a planted slip in its aux weight or label smoothing."""
-    def loss_terms(problem, model, outputs, labels):
-        logits, aux_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-        per_example = losses.softmax_cross_entropy(logits, labels, label_smoothing=label_smoothing)
-        if aux_logits is not None:
-            per_example = per_example + aux_weight * losses.softmax_cross_entropy(
-                aux_logits, labels, label_smoothing=label_smoothing)
-        return per_example.mean(), losses.l2_regularizer(model.l2_parameters(), PROBLEMS[problem].weight_decay)
-    return loss_terms
 
 
 @pytest.mark.deep
