@@ -25,6 +25,7 @@ from parity.results import CheckResult, Comparison, compare
 from parity.roundoff import (MAX_FLIP_FRACTION, NEAR_ZERO_FACTOR, EnvelopeJudge, cut_masks, cut_port_gradients,
                              cut_reference_gradients, describe_cuts, flip_masks, sign_masks, tapped_elements)
 from parity.tolerances import tolerance
+from parity.transforms import TRANSFORMS
 
 tf = load_tensorflow()
 
@@ -98,6 +99,8 @@ class AuditPair:
     port_layout_gradients: dict = field(default_factory=dict)  # batch 0's gradients converted once (see _set_port_grads)
     exact: object = None  # ExactTwin: built when a float32 comparison needs the exact result (parity.roundoff)
     exact_cache: dict = field(default_factory=dict)  # what the exact twin computed, by purpose
+    # Port parameter -> (storage, version counter) when sync() last loaded the audit weights (see sync).
+    audit_parameter_versions: dict = field(default_factory=dict)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -110,21 +113,38 @@ class AuditPair:
     def sync(self, values: dict[str, np.ndarray] | None = None, port_values: dict | None = None) -> None:
         """Put `values` (default: the audit weights) into both frameworks, and zero any carried state.
 
-        `port_values`, if given, are `values` already in port layouts (see to_port_values).
+        `port_values`, if given, are `values` already in port layouts (see to_port_values). Syncing the
+        audit weights skips the port parameters still holding them since the last such sync (same storage,
+        same version counter: no in-place write since; a write through `.data` bypasses the counter, so
+        code stepping the port's own optimizer outside a sync calls parameters_changed()). Buffers are
+        always loaded: BN kernels update their running statistics without a version bump.
         """
-        if values is None and self.fixed_step_gradients:  # a large model: converted tensor by tensor, not kept
-            values, port_values = self.audit_values, iter_port_values(self.audit_values, self.model, self.problem_map)
-        elif values is None:
-            if not self.audit_port_values:
-                self.audit_port_values = to_port_values(self.audit_values, self.model, self.problem_map)
-            values, port_values = self.audit_values, self.audit_port_values
+        if values is None:
+            unchanged = self.unchanged_parameters()
+            values = self.audit_values
+            if self.fixed_step_gradients:  # a large model: converted tensor by tensor, not kept
+                port_values = iter_port_values(values, self.model, self.problem_map, skip=unchanged)
+            else:
+                if not self.audit_port_values:
+                    self.audit_port_values = to_port_values(values, self.model, self.problem_map)
+                port_values = {name: value for name, value in self.audit_port_values.items() if name not in unchanged}
         elif port_values is None:
             port_values = to_port_values(values, self.model, self.problem_map)
         for name, variable in self.reference.graph.variables.items():
             variable.assign(values[name])
         load_port_values(self.model, port_values)
+        self.audit_parameter_versions = (_parameter_versions(self.model) if values is self.audit_values else {})
         self.reference.reset_state()
         self.port.reset_state(self.model)
+
+    def unchanged_parameters(self) -> set[str]:
+        """Port parameters that hold the audit weights the last sync() loaded (see sync)."""
+        recorded = self.audit_parameter_versions
+        return {name for name, key in _parameter_versions(self.model).items() if recorded.get(name) == key}
+
+    def parameters_changed(self) -> None:
+        """The port's parameters may have been written without a version bump: the next sync loads them all."""
+        self.audit_parameter_versions = {}
 
     def exact_batch(self, index: int) -> Batch:
         """Batch `index` with its floating inputs cast to float64 (the exact twin's input)."""
@@ -143,6 +163,10 @@ class AuditPair:
     def rows_by_reference(self):
         rows = self.problem_map.rows_for_reference()
         return {name: rows[name] for name in self.reference.graph.trainable_variables}
+
+
+def _parameter_versions(model: nn.Module) -> dict[str, tuple[int, int]]:
+    return {name: (p.data_ptr(), p._version) for name, p in model.named_parameters()}
 
 
 EMBEDDING_STD = 2.0
@@ -834,6 +858,7 @@ def check_optimizer(pair: AuditPair, kind: str) -> list[CheckResult]:
             if port_grads is None:
                 raise PortBackwardError(port_pass.error)
         optimizer.step()
+        pair.parameters_changed()  # a port optimizer may write through .data
         slots_before = _reference_slots(pair, kind, reference_optimizer)
         reference_optimizer.apply_gradients(
             [(tf.constant(reference_grads[name]), variable) for name, variable in variables.items()])
@@ -1026,9 +1051,14 @@ def step_pair(pair: AuditPair) -> AuditPair:
         size = tensors[row.port].numel()
         indices = (np.arange(size) if size <= STEP_SAMPLE_ELEMENTS else
                    np.sort(rng.choice(size, STEP_SAMPLE_ELEMENTS, replace=False)))
+        # Sampled in the reference layout (the update rules are elementwise, so any one set of elements
+        # serves); a port tensor holding part of its variable samples its part's positions.
+        shape = pair.audit_values[name].shape
+        reference_indices = (to_port_layout(row, np.arange(int(np.prod(shape))).reshape(shape)).reshape(-1)[indices]
+                             if TRANSFORMS[row.transform].partial else indices)
 
-        def sampled(array, row=row, indices=indices):
-            return np.ascontiguousarray(to_port_layout(row, array).reshape(-1)[indices])
+        def sampled(array, reference_indices=reference_indices):
+            return np.ascontiguousarray(array.reshape(-1)[reference_indices])
 
         values[sample_name] = sampled(pair.audit_values[name])
         reference_grads[sample_name] = sampled(gradients.reference[name])

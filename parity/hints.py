@@ -206,6 +206,7 @@ def adam_epsilon(pair: AuditPair) -> list[Hint]:
         tensors[row.port].grad = torch.from_numpy(to_port_layout(row, gradients[name])).to(pair.torch_dtype)
     before = {row.port: tensors[row.port].detach().clone() for _, row in rows}
     optimizer.step()
+    pair.parameters_changed()  # a port optimizer may write through .data
     errors, magnitudes = [], []
     for name, row in rows:
         port_update = to_reference_layout(row, (tensors[row.port].detach() - before[row.port]).numpy())

@@ -60,11 +60,14 @@ def to_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module,
     return dict(iter_port_values(reference_values, model, problem_map))
 
 
-def iter_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap):
-    """(port tensor name, value in its layout) one at a time: a large model's weights converted tensor by
-    tensor, never a second copy of the whole model."""
+def iter_port_values(reference_values: Mapping[str, np.ndarray], model: nn.Module, problem_map: ProblemMap,
+                     skip: frozenset[str] | set[str] = frozenset()):
+    """(port tensor name, value in its layout) one at a time, the port tensors in `skip` left out: a large
+    model's weights converted tensor by tensor, never a second copy of the whole model."""
     tensors = port_tensors(model)
     for row in problem_map.params:
+        if row.port in skip:
+            continue
         reference_value = np.asarray(reference_values[row.reference])
         target = tensors[row.port]
         try:

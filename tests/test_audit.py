@@ -186,3 +186,64 @@ def test_every_problem_has_a_weight_map_naming_real_port_tensors(problem):
     assert [row.port for row in problem_map.taps if row.port not in modules] == []
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable <= {row.port for row in problem_map.params}
+
+
+def test_sync_restores_every_written_tensor_and_skips_only_untouched_parameters():
+    # sync() leaves out port parameters whose version counter says they still hold the audit weights; a
+    # write in place, a BN forward (running statistics move without a version bump) and a write through
+    # .data announced by parameters_changed() must all be undone by the next sync.
+    from parity.audit import build_pair
+    from parity.porting import port_tensors, to_port_values
+
+    pair = build_pair(deepobs_port(), "svhn_wrn164", "float64", seed=0)
+    audit = to_port_values(pair.audit_values, pair.model, pair.problem_map)
+    tensors = port_tensors(pair.model)
+    parameters = dict(pair.model.named_parameters())
+    assert pair.unchanged_parameters() == set(parameters)
+
+    first, last = list(parameters)[0], list(parameters)[-1]
+    with torch.no_grad():
+        tensors[first].add_(1.0)  # in place: the version counter moves
+        tensors[last].data.mul_(2.0)  # through .data: it does not
+    pair.parameters_changed()
+    pair.model.train()
+    pair.model(*pair.batches[0].port_inputs(torch.float64))  # BN running statistics move
+    statistics = [name for name in tensors if name.endswith("running_mean")]
+    assert any(not np.array_equal(tensors[name].numpy(), audit[name]) for name in statistics)
+    pair.sync()
+    for name, value in audit.items():
+        np.testing.assert_array_equal(tensors[name].detach().numpy(), value, err_msg=name)
+
+    with torch.no_grad():
+        tensors[first].sub_(1.0)
+    assert pair.unchanged_parameters() == set(parameters) - {first}
+    pair.sync()
+    np.testing.assert_array_equal(tensors[first].detach().numpy(), audit[first])
+    # The reference side is always loaded whole.
+    for name, variable in pair.reference.graph.variables.items():
+        np.testing.assert_array_equal(variable.numpy(), pair.audit_values[name], err_msg=name)
+
+
+def test_large_model_step_samples_are_port_elements_with_their_own_gradients(monkeypatch):
+    # step_pair's samples (a large model's optimizer steps): each sampled weight is an element of its port
+    # tensor, and both sampled gradients are that same element's (the dense after a flatten permutes the
+    # layouts, so an index taken in one layout and applied in the other would pair wrong values).
+    from parity import checks
+    from parity.audit import build_pair
+    from parity.porting import port_tensors, to_port_layout
+
+    monkeypatch.setattr(checks, "STEP_SAMPLE_ELEMENTS", 50)
+    pair = build_pair(deepobs_port(), "mnist_2c2d", "float64", seed=0)
+    pair.fixed_step_gradients = True
+    sampled = checks.step_pair(pair)
+    gradients = checks.gradients_at_audit_weights(pair, 0)
+    tensors = port_tensors(pair.model)
+    for name, row in pair.trainable_rows():
+        port_flat = tensors[row.port].detach().numpy().reshape(-1)
+        order = np.argsort(port_flat)
+        positions = order[np.searchsorted(port_flat, sampled.audit_values[name], sorter=order)]
+        np.testing.assert_array_equal(port_flat[positions], sampled.audit_values[name], err_msg=name)
+        assert len(set(positions)) == min(50, port_flat.size)
+        for kind in ("reference", "port"):
+            expected = to_port_layout(row, getattr(gradients, kind)[name]).reshape(-1)[positions]
+            np.testing.assert_array_equal(getattr(sampled.gradient_cache[0], kind)[name], expected, err_msg=name)

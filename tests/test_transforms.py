@@ -105,3 +105,17 @@ def test_conv_transpose_layout_is_hwoi():
     weight_iohw[2, 7, 3, 1] = 1.0
     kernel = TRANSFORMS["conv_transpose"].to_reference(weight_iohw)
     assert kernel.shape == (4, 5, 8, 3) and kernel[3, 1, 7, 2] == 1.0
+
+
+@pytest.mark.parametrize("axes", [(2, 3, 1, 0), (3, 2, 0, 1), (1, 0)])
+def test_threaded_permute_equals_numpy_transpose(axes):
+    # Large tensors are permuted by torch (parity.transforms.permuted); the result must be numpy's, bit for bit.
+    from parity.transforms import THREADED_PERMUTE_ELEMENTS, permuted
+
+    shape = (4, 4, 256, 257) if len(axes) == 4 else (1024, 1031)
+    value = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    value.flags.writeable = False  # as a TF tensor's numpy() comes
+    assert value.size >= THREADED_PERMUTE_ELEMENTS
+    result = permuted(value, axes)
+    assert result.flags.c_contiguous and not np.shares_memory(result, value)
+    np.testing.assert_array_equal(result, value.transpose(axes))
