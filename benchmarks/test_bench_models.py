@@ -54,7 +54,14 @@ DEEP_ROUNDS = 3  # a deep default-batch step takes tens of seconds here
 MIN_ROUND_SECONDS = 0.02  # sub-20 ms steps repeat within a round
 
 
+# The deep rows' batch when BENCH_DEEP_BATCH is set (the table states it): at 128, a VGG step at 224x224
+# takes about a minute per framework here and the run needs ~20 GB.
+DEEP_BATCH_SIZE = int(os.environ.get("BENCH_DEEP_BATCH", "0")) or None
+
+
 def batch_size(problem) -> int:
+    if problem.name in DEEP_PROBLEMS and DEEP_BATCH_SIZE:
+        return DEEP_BATCH_SIZE
     return problem.batch_size or DEFAULT_BATCH_SIZE
 
 

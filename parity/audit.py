@@ -214,10 +214,8 @@ def parameter_count(port: Port, problem: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# The 8 deep problems of issue 8 (VGG16/19 at 224x224, WRN-40-4, Inception v3). Their full audit does
-# not yet fit this 2-core, 24 GiB machine's budget (a VGG pair with optimizer state peaks at ~17 GB in
-# float32), and WRN-40-4 and Inception v3 fail 'gradients' and 'train_mode' in float32 (README, "The deep
-# problems"). So `tox -e parity` audits the others and `tox -e parity-deep` these, one at a time.
+# The 8 deep problems (VGG16/19 at 224x224, WRN-40-4, Inception v3): `--set deep` selects them (`tox -e
+# parity-deep`), `--set light` the others; `tox -e parity` audits all (README, "The deep problems").
 DEEP_PROBLEMS = ("cifar10_vgg16", "cifar10_vgg19", "cifar100_vgg16", "cifar100_vgg19", "imagenet_vgg16",
                  "imagenet_vgg19", "cifar100_wrn404", "imagenet_inception_v3")
 PROBLEM_SETS = ("all", "light", "deep")
@@ -307,6 +305,20 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
             os.environ["PARITY_THREADS"] = saved
 
 
+def heavy_groups(problem: str, dtypes: list[str], init: bool) -> list[list[tuple[list[str], bool]]]:
+    """A large problem's audit as groups of (dtypes, with the initialisers) jobs, each job in a fresh process
+    (a worker that audited one large model after another kept growing: 13.3 GB after 7 of them, against
+    11.4 GB for the largest alone); a group's jobs run side by side, the groups one after the other.
+
+    The initialisers and the float32 audit run side by side: both are mostly single-threaded (random draws,
+    layout conversions, round-off analysis) and hold a few GB together. The float64 audit, which holds the
+    most (11.4 GB for imagenet_vgg19 on its own), runs alone with every thread.
+    """
+    beside = [([dtype], False) for dtype in dtypes if dtype != "float64"] + ([([], True)] if init else [])
+    alone = [(["float64"], False)] if "float64" in dtypes else []
+    return [group for group in (beside, alone) if group]
+
+
 def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0,
                        checks: list[str] | None = None, isolate: bool | None = None) -> AuditRun:
     """Light problems: one worker process per dtype, splitting the threads between them (the first
@@ -323,9 +335,10 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     if light:
         runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks, isolate)
                              for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
-    for problem in heavy:  # each in a fresh process: a worker that audited one large model after another
-        # kept growing (13.3 GB after 7 of them, against 11.4 GB for the largest alone)
-        runs += _in_workers([(port_spec, [problem], dtypes, seed, True, checks, isolate)], THREADS)
+    for problem in heavy:
+        for group in heavy_groups(problem, dtypes, checks is None or "init" in checks):
+            runs += _in_workers([(port_spec, [problem], group_dtypes, seed, init, checks, isolate)
+                                 for group_dtypes, init in group], max(1, THREADS // len(group)))
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
     for run in runs:
         merged.results += run.results

@@ -247,3 +247,12 @@ def test_large_model_step_samples_are_port_elements_with_their_own_gradients(mon
         for kind in ("reference", "port"):
             expected = to_port_layout(row, getattr(gradients, kind)[name]).reshape(-1)[positions]
             np.testing.assert_array_equal(getattr(sampled.gradient_cache[0], kind)[name], expected, err_msg=name)
+
+
+def test_large_problems_run_float32_beside_the_initialisers_and_float64_alone():
+    from parity.audit import heavy_groups
+
+    assert heavy_groups("imagenet_vgg19", ["float32", "float64"], True) == [
+        [(["float32"], False), ([], True)], [(["float64"], False)]]
+    assert heavy_groups("imagenet_vgg19", ["float64"], True) == [[([], True)], [(["float64"], False)]]
+    assert heavy_groups("imagenet_vgg19", ["float32"], False) == [[(["float32"], False)]]
