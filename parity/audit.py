@@ -1,6 +1,7 @@
 """Runs the checks of every requested problem and dtype: the flow from problem name to results."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import traceback
@@ -124,14 +125,20 @@ def make_batches(reference_spec, dtype: str, seed: int, batch_size: int = AUDIT_
     return batches
 
 
-def build_pair(port: Port, problem: str, dtype: str, seed: int):
+def build_pair(port: Port, problem: str, dtype: str, seed: int, models: dict | None = None):
+    """The audit pair of `problem` in `dtype`. `models` (problem -> port model), if given, keeps each model
+    for the next dtype: a worker auditing one large model in float32, then float64, builds it once (the
+    second pair converts the same module, and sync() overwrites every mapped tensor)."""
     from parity.checks import AuditPair, audit_values
     from parity.frameworks import load_tensorflow
     from tf_reference import ReferenceProblem
 
     tf = load_tensorflow()
-    reference = ReferenceProblem(problem, getattr(tf, dtype), seed)
-    model = port.build_model(problem).to(TORCH_DTYPES[dtype])
+    reference = ReferenceProblem(problem, getattr(tf, dtype), seed, initialize=False)  # audit values replace all
+    model = models.get(problem) if models is not None else None
+    model = (model if model is not None else port.build_model(problem)).to(TORCH_DTYPES[dtype])
+    if models is not None:
+        models[problem] = model
     problem_map = port.weight_maps[problem]
     check_coverage(problem_map, list(reference.graph.variables), model)
     values = audit_values(reference.graph.variables, seed, dtype)
@@ -143,7 +150,8 @@ def build_pair(port: Port, problem: str, dtype: str, seed: int):
 
 
 def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
-                  checks: list[str] | None = None, isolate: bool | None = None) -> list[CheckResult]:
+                  checks: list[str] | None = None, isolate: bool | None = None,
+                  models: dict | None = None) -> list[CheckResult]:
     """All checks of one problem in one dtype. A check that raises becomes a failed result.
 
     `isolate`: also run every layer on the reference's own input (parity.isolate) and attach diagnosis hints;
@@ -153,7 +161,7 @@ def audit_problem(port: Port, problem: str, dtype: str, seed: int = 0,
 
     port = resolve(port)
     try:
-        pair = build_pair(port, problem, dtype, seed)
+        pair = build_pair(port, problem, dtype, seed, models)
     except (WeightMapError, KeyError, ValueError, RuntimeError) as error:
         return [CheckResult(problem, "setup", dtype, error=f"{type(error).__name__}: {error}",
                             traceback=traceback.format_exc())]
@@ -247,17 +255,20 @@ def release_freed_memory() -> None:
 
 def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
               progress: Callable[[str], None] | None = None, checks: list[str] | None = None,
-              init: bool = True, isolate: bool | None = None) -> AuditRun:
-    """Every check of every problem in every dtype, then (once per problem) the initialisers."""
+              init: bool = True, isolate: bool | None = None,
+              dtypes_done: Callable[[], None] | None = None) -> AuditRun:
+    """Every check of every problem in every dtype, then (once per problem) the initialisers.
+    `dtypes_done` is called in between (a heavy worker then holds far less memory)."""
     from parity.init_check import audit_init
 
     port = resolve(port)
     init = init and (checks is None or "init" in checks)
     run = AuditRun(port.name, list(dtypes), list(problems), seed)
+    models = {} if len(problems) == 1 else None  # one problem in several dtypes: its model is built once
     for dtype in dtypes:
         for problem in problems:
             start = time.perf_counter()
-            results = audit_problem(port, problem, dtype, seed, checks, isolate)
+            results = audit_problem(port, problem, dtype, seed, checks, isolate, models)
             gc.collect()  # the problem's models, gradients and slots, before the next one is built
             release_freed_memory()
             run.results += results
@@ -268,6 +279,8 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
                 verdict += f" (declared: {', '.join(declared)})" if declared else ""
                 progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
+    if dtypes_done:
+        dtypes_done()
     if init:
         start = time.perf_counter()
         init_results = mark_declared(port, audit_init(port, problems))
@@ -280,24 +293,35 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
     return run
 
 
+_DTYPES_DONE = None  # in a heavy worker: the event its audit sets when only the initialisers remain
+
+
 def _audit_worker(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int, init: bool,
                   checks: list[str] | None = None, isolate: bool | None = None) -> AuditRun:
     return run_audit(load_port(port_spec), problems, dtypes, seed, progress=lambda line: print(line, flush=True),
-                     checks=checks, init=init, isolate=isolate)
+                     checks=checks, init=init, isolate=isolate,
+                     dtypes_done=_DTYPES_DONE.set if _DTYPES_DONE is not None else None)
 
 
-def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
-    """Each job's _audit_worker arguments in its own spawned process, all at once, `threads` threads each."""
-    import multiprocessing
+def _start_heavy_worker(dtypes_done) -> None:
+    """A heavy worker's initializer: both frameworks imported (~15 s here) before its job arrives."""
+    global _DTYPES_DONE
+    _DTYPES_DONE = dtypes_done
+    import scipy.stats  # noqa: F401
+
+    import parity.checks  # noqa: F401  (torch, TensorFlow and the reference)
+    import parity.init_check  # noqa: F401
+
+
+@contextlib.contextmanager
+def _worker_threads(threads: int):
+    """PARITY_THREADS for the worker processes spawned inside (they inherit the environment)."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     saved = os.environ.get("PARITY_THREADS")
-    os.environ["PARITY_THREADS"] = str(threads)  # inherited by the spawned workers
+    os.environ["PARITY_THREADS"] = str(threads)
     try:
-        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_audit_worker, *job) for job in jobs]
-            return [future.result() for future in futures]
+        yield
     finally:
         if saved is None:
             os.environ.pop("PARITY_THREADS")
@@ -305,18 +329,60 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
             os.environ["PARITY_THREADS"] = saved
 
 
-def heavy_groups(problem: str, dtypes: list[str], init: bool) -> list[list[tuple[list[str], bool]]]:
-    """A large problem's audit as groups of (dtypes, with the initialisers) jobs, each job in a fresh process
-    (a worker that audited one large model after another kept growing: 13.3 GB after 7 of them, against
-    11.4 GB for the largest alone); a group's jobs run side by side, the groups one after the other.
+def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
+    """Each job's _audit_worker arguments in its own spawned process, all at once, `threads` threads each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    The initialisers and the float32 audit run side by side: both are mostly single-threaded (random draws,
-    layout conversions, round-off analysis) and hold a few GB together. The float64 audit, which holds the
-    most (11.4 GB for imagenet_vgg19 on its own), runs alone with every thread.
-    """
-    beside = [([dtype], False) for dtype in dtypes if dtype != "float64"] + ([([], True)] if init else [])
-    alone = [(["float64"], False)] if "float64" in dtypes else []
-    return [group for group in (beside, alone) if group]
+    context = multiprocessing.get_context("spawn")
+    with _worker_threads(threads), ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+        futures = [pool.submit(_audit_worker, *job) for job in jobs]
+        return [future.result() for future in futures]
+
+
+class _HeavyWorker:
+    """One spawned process for one large problem, started ahead: it imports the frameworks while the
+    previous large problem's initialisers run (its audits done, that worker holds a few GB, not ~11)."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        self.dtypes_done = context.Event()
+        with _worker_threads(THREADS):
+            self.pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start_heavy_worker,
+                                            initargs=(self.dtypes_done,))
+            self.pool.submit(int)  # spawns the process now
+
+    def audit(self, *job):
+        return self.pool.submit(_audit_worker, *job)
+
+    def wait_until_only_initialisers_remain(self, future) -> None:
+        while not self.dtypes_done.wait(1.0) and not future.done():
+            pass
+
+
+def _audit_heavy(port_spec: str | None, heavy: list[str], dtypes: list[str], seed: int, checks, isolate,
+                 first: _HeavyWorker) -> list[AuditRun]:
+    """Each large problem in its own fresh worker, one after the other (a worker that audited one large model
+    after another kept growing: 13.3 GB after 7 of them, against 11.4 GB for the largest alone), each worker
+    started while the previous one runs its initialisers."""
+    runs, worker, following = [], first, None
+    try:
+        for index, problem in enumerate(heavy):
+            future = worker.audit(port_spec, [problem], dtypes, seed, True, checks, isolate)
+            if index + 1 < len(heavy):
+                worker.wait_until_only_initialisers_remain(future)
+                following = _HeavyWorker()
+            runs.append(future.result())
+            worker.pool.shutdown()
+            worker, following = following, None
+    finally:
+        for leftover in (worker, following):
+            if leftover is not None:
+                leftover.pool.shutdown(cancel_futures=True)
+    return runs
 
 
 def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[str], seed: int = 0,
@@ -331,14 +397,13 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     from its spec, since a Port holds functions.
     """
     light, heavy = split_heavy(load_port(port_spec), problems)
+    first_heavy = _HeavyWorker() if heavy else None  # starts beside the light workers
     runs = []
     if light:
         runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks, isolate)
                              for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
-    for problem in heavy:
-        for group in heavy_groups(problem, dtypes, checks is None or "init" in checks):
-            runs += _in_workers([(port_spec, [problem], group_dtypes, seed, init, checks, isolate)
-                                 for group_dtypes, init in group], max(1, THREADS // len(group)))
+    if heavy:
+        runs += _audit_heavy(port_spec, heavy, dtypes, seed, checks, isolate, first_heavy)
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
     for run in runs:
         merged.results += run.results

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -176,12 +177,19 @@ def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray
     """Random values for every reference variable, so no check sees an all-zero or all-one tensor.
 
     Kernels get a He-scaled normal (activations keep their scale through deep nets), BN
-    statistics a spread that makes the epsilon and the momentum visible.
+    statistics a spread that makes the epsilon and the momentum visible. Drawn in float64 and cast,
+    so both dtypes audit the same values; the draws are kept for the next call (a worker auditing a
+    large model in both dtypes draws once). The arrays are shared: never written in place.
     """
+    shapes = tuple((name, tuple(int(d) for d in variable.shape)) for name, variable in variables.items())
+    return {name: value.astype(NUMPY_DTYPES[dtype], copy=False) for name, value in _audit_draws(shapes, seed).items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _audit_draws(shapes: tuple, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     values = {}
-    for name, variable in variables.items():
-        shape = tuple(variable.shape)
+    for name, shape in shapes:
         kind = name.rsplit("/", 1)[-1]
         if kind == "kernel":
             fan_in = int(np.prod(shape[:-1]))
@@ -192,7 +200,8 @@ def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray
             value = rng.uniform(0.5, 1.5, shape)
         else:  # bias, beta, moving_mean
             value = rng.normal(0.0, 0.1, shape)
-        values[name] = value.astype(NUMPY_DTYPES[dtype])
+        value.flags.writeable = False
+        values[name] = value
     return values
 
 
@@ -676,7 +685,8 @@ def exact_twin(pair: AuditPair) -> ExactTwin:
     if pair.exact is None:
         from tf_reference import ReferenceProblem
 
-        pair.exact = ExactTwin(ReferenceProblem(pair.problem, tf.float64, pair.seed), pair.seed, pair.audit_values)
+        pair.exact = ExactTwin(ReferenceProblem(pair.problem, tf.float64, pair.seed, initialize=False), pair.seed,
+                               pair.audit_values)  # synced to the audit values at once
     pair.exact.sync()
     return pair.exact
 

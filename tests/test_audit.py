@@ -249,10 +249,17 @@ def test_large_model_step_samples_are_port_elements_with_their_own_gradients(mon
             np.testing.assert_array_equal(getattr(sampled.gradient_cache[0], kind)[name], expected, err_msg=name)
 
 
-def test_large_problems_run_float32_beside_the_initialisers_and_float64_alone():
-    from parity.audit import heavy_groups
 
-    assert heavy_groups("imagenet_vgg19", ["float32", "float64"], True) == [
-        [(["float32"], False), ([], True)], [(["float64"], False)]]
-    assert heavy_groups("imagenet_vgg19", ["float64"], True) == [[([], True)], [(["float64"], False)]]
-    assert heavy_groups("imagenet_vgg19", ["float32"], False) == [[(["float32"], False)]]
+def test_parallel_audit_runs_each_large_problem_in_a_worker_started_ahead(monkeypatch):
+    # The orchestration of run_audit_parallel: light problems in one worker per dtype, then each "large"
+    # problem (here every model counts as large) in its own worker, started while the previous one runs
+    # its initialisers. Every problem and dtype comes back once, with the initialisers of each.
+    import parity.audit as audit
+
+    monkeypatch.setattr(audit, "split_heavy", lambda port, problems: (problems[:1], problems[1:]))
+    problems = ["two_d_beale", "two_d_branin", "two_d_rosenbrock"]
+    run = audit.run_audit_parallel(None, problems, ["float32", "float64"], checks=["loss", "init"])
+    assert sorted(run.seconds) == sorted([f"{p} {d}" for p in problems for d in ("float32", "float64")] + ["init"])
+    assert sorted((r.problem, r.check, r.dtype) for r in run.results) == sorted(
+        [(p, "loss", d) for p in problems for d in ("float32", "float64")] + [(p, "init", "float32") for p in problems])
+    assert run.passed

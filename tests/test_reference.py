@@ -111,3 +111,20 @@ def test_inception_loss_written_out_in_float64_is_the_original_function():
     assert not np.array_equal(written_out, original)  # the original's float32 rounding is really there
     in_float32 = softmax_cross_entropy(tf.cast(one_hot, tf.float32), tf.cast(logits, tf.float32), 0.4, 0.1)
     np.testing.assert_allclose(in_float32.numpy(), written_out, rtol=2e-6)
+
+
+def test_an_uninitialised_reference_has_the_same_variables_all_zero():
+    # The audit builds its reference with initialize=False (it overwrites every variable with audit values).
+    import numpy as np
+
+    from tf_reference import ReferenceProblem
+    from tf_reference._tf import tf
+
+    drawn = ReferenceProblem("cifar10_3c3d", tf.float32, 0)
+    zeros = ReferenceProblem("cifar10_3c3d", tf.float32, 0, initialize=False)
+    assert {n: tuple(v.shape) for n, v in zeros.graph.variables.items()} == \
+        {n: tuple(v.shape) for n, v in drawn.graph.variables.items()}
+    assert {n: v.trainable for n, v in zeros.graph.variables.items()} == \
+        {n: v.trainable for n, v in drawn.graph.variables.items()}
+    assert all(not np.any(v.numpy()) for v in zeros.graph.variables.values())
+    assert any(np.any(v.numpy()) for v in drawn.graph.variables.values())

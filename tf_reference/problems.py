@@ -143,12 +143,12 @@ def _placeholder(spec: InputSpec, batch_size: int) -> np.ndarray:
 class ReferenceProblem:
     """One test problem with its variables created: forward, losses, regularizer, accuracy."""
 
-    def __init__(self, name: str, dtype=tf.float32, seed: int = 0):
+    def __init__(self, name: str, dtype=tf.float32, seed: int = 0, initialize: bool = True):
         if name not in REFERENCE_PROBLEMS:
             raise KeyError(f"the reference has no problem {name!r}; it has: {', '.join(REFERENCE_PROBLEMS)}")
         self.spec = REFERENCE_PROBLEMS[name]
         self.family = self.spec.family
-        self.graph = Graph(dtype, seed)
+        self.graph = Graph(dtype, seed, initialize)
         self._forward = self.spec.model()
         # Build the variables (creation order = forward order) with one inference pass.
         placeholders = tuple(_placeholder(spec, 1) for spec in self.spec.inputs)

@@ -1,6 +1,8 @@
 """VGG16/19 (original `_vgg.py`): CIFAR-10/100 resized to 224x224, and ImageNet (1001 outputs)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -38,12 +40,15 @@ class VGG(nn.Module):
         self.features = make_layers(CFGS[variant], in_channels)
         self.flatten = FlattenNCHW()
         features = FEATURE_CHW[0] * FEATURE_CHW[1] * FEATURE_CHW[2]
+        # skip_init: torch's default draw of the 124M dense weights (a third of the build time) would be
+        # overwritten below anyway.
+        dense = functools.partial(torch.nn.utils.skip_init, nn.Linear)
         self.classifier = nn.Sequential(
-            nn.Sequential(nn.Linear(features, HIDDEN_UNITS), nn.ReLU()),
+            nn.Sequential(dense(features, HIDDEN_UNITS), nn.ReLU()),
             nn.Dropout(DROPOUT_RATE),
-            nn.Sequential(nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS), nn.ReLU()),
+            nn.Sequential(dense(HIDDEN_UNITS, HIDDEN_UNITS), nn.ReLU()),
             nn.Dropout(DROPOUT_RATE),
-            nn.Linear(HIDDEN_UNITS, num_outputs),
+            dense(HIDDEN_UNITS, num_outputs),
         )
         for conv in self._convs():
             tf1_glorot_normal_(conv.weight)
