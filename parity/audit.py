@@ -279,6 +279,13 @@ def run_audit(port: Port, problems: list[str], dtypes: list[str], seed: int = 0,
                 verdict = "ok" if not failed else f"FAILED: {', '.join(failed)}"
                 verdict += f" (declared: {', '.join(declared)})" if declared else ""
                 progress(f"{problem:<18} {dtype:<8} {run.seconds[f'{problem} {dtype}']:6.1f}s  {verdict}")
+    if models:  # the kept model and audit draws (2.3 GB for imagenet_vgg19), before the initialisers
+        from parity.checks import forget_audit_draws
+
+        models.clear()
+        forget_audit_draws()
+        gc.collect()
+        release_freed_memory()
     if dtypes_done:
         dtypes_done()
     if init:

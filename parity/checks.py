@@ -185,6 +185,10 @@ def audit_values(variables: dict, seed: int, dtype: str) -> dict[str, np.ndarray
     return {name: value.astype(NUMPY_DTYPES[dtype], copy=False) for name, value in _audit_draws(shapes, seed).items()}
 
 
+def forget_audit_draws() -> None:
+    _audit_draws.cache_clear()
+
+
 @functools.lru_cache(maxsize=1)
 def _audit_draws(shapes: tuple, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)

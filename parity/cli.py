@@ -141,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
 def print_inferred_maps(port, problems: list[str]) -> int | None:
     """Print the map the audit infers for each problem the port brings none for; an ambiguity stops the
     audit with one line per problem (exit 1). None when the audit can go on."""
+    is_inferred = getattr(port.weight_maps, "is_inferred", lambda problem: False)
+    inferred = [p for p in problems if is_inferred(p)]
+    if not inferred:  # nothing to import: parity.automap loads TensorFlow (1.2 GB the parent would keep)
+        return None
     from parity.automap import AmbiguousMapError, to_source
     from parity.port import inferred_map
 
-    is_inferred = getattr(port.weight_maps, "is_inferred", lambda problem: False)
     errors = []
-    for problem in [p for p in problems if is_inferred(p)]:
+    for problem in inferred:
         try:
             print(to_source(inferred_map(port, problem), variable=f"{problem.upper()}_MAP") + "\n", flush=True)
         except AmbiguousMapError as error:
