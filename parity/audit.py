@@ -406,9 +406,14 @@ def run_audit_parallel(port_spec: str | None, problems: list[str], dtypes: list[
     light, heavy = split_heavy(load_port(port_spec), problems)
     first_heavy = _HeavyWorker() if heavy else None  # starts beside the light workers
     runs = []
-    if light:
-        runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks, isolate)
-                             for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
+    try:
+        if light:
+            runs += _in_workers([(port_spec, light, [dtype], seed, index == 0, checks, isolate)
+                                 for index, dtype in enumerate(dtypes)], max(1, THREADS // len(dtypes)))
+    except BaseException:
+        if first_heavy is not None:
+            first_heavy.pool.shutdown(cancel_futures=True)
+        raise
     if heavy:
         runs += _audit_heavy(port_spec, heavy, dtypes, seed, checks, isolate, first_heavy)
     merged = AuditRun(runs[0].port, list(dtypes), list(problems), seed)
