@@ -168,6 +168,8 @@ def test_throughput(bench_results, foreign_load, thread_settings, problem_name, 
     problem = PROBLEMS[problem_name]
     size = batch_size(problem)
     batch = fixed_batch(problem, size)
+    if runner.RunSettings.keep_freed_memory:  # as the runner sets its process up (both columns share the process)
+        runner.keep_freed_memory()
     compiled = (runner.RunSettings.compile and phase in runner.COMPILED_PHASES
                 and runner.worth_compiling(problem.model()))
     steps = {PORT: torch_step(problem, phase, batch, compile=compiled),

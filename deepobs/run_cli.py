@@ -48,6 +48,10 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=RunSettings.compile,
                         help="run the model through torch.compile (inductor): a one-off compile of each mode's graph, "
                              "then faster steps (default: %(default)s; docs/benchmarks.md measures both)")
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction,
+                        default=RunSettings.keep_freed_memory,
+                        help="have glibc malloc keep freed blocks up to 32 MiB for the next step instead of returning "
+                             "them to the OS (default: %(default)s; docs/benchmarks.md measures both)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", dest="if_exists", action="store_const", const="skip", default="error",
                           help="if this setting and seed has a result, do nothing (exit 0)")
@@ -77,6 +81,7 @@ def settings_from_args(args: argparse.Namespace, specs: list) -> RunSettings:
         random_seed=args.random_seed, data_dir=args.data_dir, output_dir=args.output_dir,
         train_log_interval=args.train_log_interval, print_train_iter=args.print_train_iter, no_logs=args.no_logs,
         valid_split=args.valid_split, device=args.device, compile=args.compile,
+        keep_freed_memory=args.keep_freed_memory,
         if_exists=args.if_exists)
 
 

@@ -15,6 +15,7 @@ runner_utils.py; v1.2: abstract_runner/abstract_runner.py, pytorch/runners/runne
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 import random
@@ -62,6 +63,7 @@ class RunSettings:
     valid_split: bool = False  # v1.2: carve the valid split out of the train files and evaluate it
     device: str = "auto"
     compile: bool = True  # torch.compile the model (inductor); see build_model
+    keep_freed_memory: bool = True  # glibc malloc keeps freed blocks for reuse; see keep_freed_memory
     if_exists: str = "error"  # a finished result of this setting and seed: error | skip | overwrite
 
     def resolved(self) -> "RunSettings":
@@ -157,6 +159,28 @@ def worth_compiling(model: torch.nn.Module) -> bool:
     return any(isinstance(module, torch.nn.Conv2d) for module in model.modules())
 
 
+# glibc's malloc hands every freed block above its mmap threshold back to the OS, so each training step
+# faults its activations in again page by page: 70 ms of kernel time per cifar10_3c3d step at batch 128
+# here, against 2 ms for the reference, whose allocator keeps its blocks. The threshold at its maximum
+# (32 MiB on 64-bit) and trimming off keep them in the heap for the next step (docs/benchmarks.md).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+MMAP_THRESHOLD_MAX = 32 << 20
+TRIM_THRESHOLD = (1 << 31) - 1
+
+
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Have glibc keep freed blocks up to 32 MiB for reuse (process-wide); False where libc is not glibc.
+
+    keep=False restores glibc's defaults (a 128 KiB threshold, trimming above 128 KiB), except that the
+    threshold no longer adapts to the sizes freed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_threshold, trim_threshold = (MMAP_THRESHOLD_MAX, TRIM_THRESHOLD) if keep else (128 << 10, 128 << 10)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def build_model(problem: Problem, device: torch.device, compile: bool) -> PhaseModels:
     """The problem's model on `device` and what the training and evaluation steps call: with `compile`, the
     phases in COMPILED_PHASES go through `torch.compile` (each mode's graph compiles on its first call)."""
@@ -231,6 +255,8 @@ def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
         if isinstance(error, DataError):
             raise
         raise RunError(str(error)) from None
+    if settings.keep_freed_memory:
+        keep_freed_memory()
     models = build_model(problem, device, settings.compile)
     model = models.model
     hyperparams = {name: tuple(value) if isinstance(value, list) else value
@@ -326,6 +352,7 @@ def build_output(settings: RunSettings, history: History) -> dict:
             "torch_version": torch.__version__,
             "device": str(pick_device(settings.device)),
             "compiled": settings.compile,
+            "keep_freed_memory": settings.keep_freed_memory,
         },
     }
 

@@ -321,19 +321,24 @@ def _start_heavy_worker(dtypes_done) -> None:
 
 
 @contextlib.contextmanager
-def _worker_threads(threads: int):
-    """PARITY_THREADS for the worker processes spawned inside (they inherit the environment)."""
+def _worker_environment(threads: int):
+    """The environment of the worker processes spawned inside (they inherit it): PARITY_THREADS, and torch's
+    allocations of 2 MiB and more on transparent huge pages (THP_MEM_ALLOC_ENABLE, read when torch first
+    allocates): a large model's audit faults in gigabytes, and a huge page is one fault where 4 KiB pages are 512.
+    Measured on cifar10_vgg16, both dtypes and initialisers: 80.5 s -> 75.5 s, kernel time 27.8 s -> 25.3 s."""
     import os
 
-    saved = os.environ.get("PARITY_THREADS")
-    os.environ["PARITY_THREADS"] = str(threads)
+    settings = {"PARITY_THREADS": str(threads), "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("PARITY_THREADS")
-        else:
-            os.environ["PARITY_THREADS"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
@@ -342,7 +347,7 @@ def _in_workers(jobs: list[tuple], threads: int) -> list[AuditRun]:
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    with _worker_threads(threads), ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+    with _worker_environment(threads), ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
         futures = [pool.submit(_audit_worker, *job) for job in jobs]
         return [future.result() for future in futures]
 
@@ -357,7 +362,7 @@ class _HeavyWorker:
 
         context = multiprocessing.get_context("spawn")
         self.dtypes_done = context.Event()
-        with _worker_threads(THREADS):
+        with _worker_environment(THREADS):
             self.pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start_heavy_worker,
                                             initargs=(self.dtypes_done,))
             self.pool.submit(int)  # spawns the process now
@@ -375,14 +380,19 @@ def _audit_heavy(port_spec: str | None, heavy: list[str], dtypes: list[str], see
     """Each large problem in its own fresh worker, one after the other (a worker that audited one large model
     after another kept growing: 13.3 GB after 7 of them, against 11.4 GB for the largest alone), each worker
     started while the previous one runs its initialisers."""
+    def job(problem: str) -> tuple:
+        return port_spec, [problem], dtypes, seed, True, checks, isolate
+
     runs, worker, following = [], first, None
     try:
-        for index, problem in enumerate(heavy):
-            future = worker.audit(port_spec, [problem], dtypes, seed, True, checks, isolate)
+        future = worker.audit(*job(heavy[0]))
+        for index in range(len(heavy)):
             if index + 1 < len(heavy):
                 worker.wait_until_only_initialisers_remain(future)
                 following = _HeavyWorker()
             runs.append(future.result())
+            if following is not None:  # the next problem starts before the finished worker has exited
+                future = following.audit(*job(heavy[index + 1]))
             worker.pool.shutdown()
             worker, following = following, None
     finally:

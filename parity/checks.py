@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from parity.dropout import Injection, NoiseMismatch, NoiseRecorder, injected_noise, unshareable_draws
-from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, load_tensorflow
+from parity.frameworks import NUMPY_DTYPES, TORCH_DTYPES, assign, load_tensorflow
 from parity.maps import THEN_FUNCTIONS, ParamRow, ProblemMap
 from parity.port import Port
 from parity.porting import (WeightMapError, assemble, iter_port_values, load_port_values, port_tensors,
@@ -132,7 +132,7 @@ class AuditPair:
         elif port_values is None:
             port_values = to_port_values(values, self.model, self.problem_map)
         for name, variable in self.reference.graph.variables.items():
-            variable.assign(values[name])
+            assign(variable, values[name])
         load_port_values(self.model, port_values)
         self.audit_parameter_versions = (_parameter_versions(self.model) if values is self.audit_values else {})
         self.reference.reset_state()
@@ -681,7 +681,7 @@ class ExactTwin:
 
     def sync(self) -> None:
         for name, variable in self.reference.graph.variables.items():
-            variable.assign(self.audit_values[name].astype(np.float64))
+            assign(variable, self.audit_values[name])  # cast to float64 on the way
         self.reference.reset_state()
 
 

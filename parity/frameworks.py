@@ -5,6 +5,7 @@ TensorFlow itself is imported only through `tf_reference._tf`, which puts torchv
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -32,6 +33,29 @@ def require_tensorflow() -> None:
 
     if importlib.util.find_spec("tensorflow") is None:
         raise ImportError("TensorFlow is not installed; the reference needs the 'tf' extra: pip install -e '.[tf]'")
+
+
+# Arrays from this size on are handed to TF through DLPack (see assign).
+DLPACK_ASSIGN_ELEMENTS = 1 << 20
+
+
+def assign(variable, value: np.ndarray) -> None:
+    """`variable.assign(value)` for a numpy value, copying it once.
+
+    TF copies a numpy array twice on its way in (an explicit copy, then an aligned one); a large value
+    is copied once by torch instead (its allocations are 64-byte aligned, as TF requires; the cast to
+    the variable's dtype happens in that copy) and handed over through DLPack. Nothing else holds that
+    copy, so TF may keep its buffer as the variable's and update it in place.
+    """
+    if value.size < DLPACK_ASSIGN_ELEMENTS:
+        variable.assign(value.astype(variable.dtype.as_numpy_dtype, copy=False))
+        return
+    tf = load_tensorflow()
+    with warnings.catch_warnings():  # a read-only value (the shared audit draws) is only read here
+        warnings.simplefilter("ignore", UserWarning)
+        source = torch.from_numpy(np.ascontiguousarray(value))
+    copy = source.to(TORCH_DTYPES[variable.dtype.name], copy=True)
+    variable.assign(tf.experimental.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(copy)))
 
 
 torch.set_num_threads(THREADS)

@@ -61,3 +61,23 @@ def test_tensorflow_import_noise_stays_off_the_terminal_unless_asked_for(keep_lo
     assert completed.returncode == 0 and completed.stdout.strip() == "2.0"
     noisy = "oneDNN custom operations are on" in completed.stderr
     assert noisy == keep_logs, completed.stderr
+
+
+@pytest.mark.parametrize("size", [10, 1 << 20])  # below and at DLPACK_ASSIGN_ELEMENTS
+@pytest.mark.parametrize("variable_dtype", ["float32", "float64"])
+def test_assign_copies_the_value_into_the_variable_and_keeps_no_tie_to_it(size, variable_dtype):
+    import numpy as np
+
+    from parity.frameworks import DLPACK_ASSIGN_ELEMENTS, assign, load_tensorflow
+
+    assert (size >= DLPACK_ASSIGN_ELEMENTS) == (size == 1 << 20)  # one case per path
+    tf = load_tensorflow()
+    value = np.random.default_rng(0).normal(size=(size // 2, 2)).astype(np.float32)
+    value.flags.writeable = False  # the audit draws are shared read-only arrays
+    variable = tf.Variable(tf.zeros(value.shape, getattr(tf, variable_dtype)))
+    assign(variable, value)
+    assert variable.dtype.name == variable_dtype
+    np.testing.assert_array_equal(variable.numpy(), value.astype(variable_dtype))  # float32 -> float64 is exact
+    variable.assign_add(tf.ones_like(variable))  # an in-place update (an optimizer step) must not reach the value
+    np.testing.assert_array_equal(variable.numpy(), value.astype(variable_dtype) + 1)
+    np.testing.assert_array_equal(value, np.random.default_rng(0).normal(size=(size // 2, 2)).astype(np.float32))

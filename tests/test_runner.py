@@ -372,3 +372,47 @@ def test_compiled_evaluation_reports_what_eager_evaluation_does(cifar_results, d
     assert compiled["minibatch_train_losses"] == eager["minibatch_train_losses"]
     for key in ("train_losses", "test_losses", "train_accuracies", "test_accuracies"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-6), key
+
+
+# --- the allocator setting (--keep-freed-memory, the default) ---------------------------------------
+
+KEPT_MEMORY_PROBE = """
+import resource, sys, torch
+from deepobs.runner import keep_freed_memory
+applied = keep_freed_memory(sys.argv[1] == "keep")
+
+def step():  # a training step's activations: allocated, written, freed on return
+    activation = torch.empty(20 << 18).fill_(1.0)  # 20 MiB
+    gradient = torch.empty_like(activation).fill_(2.0)
+    return float(activation[0] + gradient[0])
+
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_keep_freed_memory_reuses_a_freed_activation_instead_of_faulting_it_in_again():
+    def faults(mode):
+        completed = subprocess.run([sys.executable, "-c", KEPT_MEMORY_PROBE, mode], capture_output=True, text=True,
+                                   timeout=120, check=True)
+        applied, *counts = completed.stdout.split()
+        return applied == "True", [int(count) for count in counts]
+
+    (kept_applied, kept), (_, default) = faults("keep"), faults("default")
+    pages = 2 * (20 << 20) // 4096  # the step's two blocks
+    assert kept_applied
+    assert all(count > pages * 0.9 for count in default[-3:]), default  # glibc maps them afresh at every step
+    assert all(count < pages // 100 for count in kept[-3:]), kept  # kept in the heap: reused without faulting
+
+
+def test_keep_freed_memory_switch_defaults_on_and_is_recorded(cifar_results):
+    flags = ["cifar10_3c3d", "--optimizer", "torch.optim.SGD", "--lr", "0.1"]
+    assert parse(flags).keep_freed_memory is True
+    assert parse([*flags, "--no-keep-freed-memory"]).keep_freed_memory is False
+    record = json.loads(next(cifar_results.rglob("*random_seed__1*.json")).read_text())
+    assert record["deepobs_torch"]["keep_freed_memory"] is True
