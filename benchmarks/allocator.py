@@ -33,7 +33,7 @@ def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
     from deepobs import runner
     from deepobs.problems import PROBLEMS
 
-    applied = runner.keep_freed_memory(mode == "kept")
+    applied = runner.keep_freed_memory() if mode == "kept" else None  # default: glibc left as it starts
     problem = PROBLEMS[problem_name]
     batch = fixed_batch(problem, batch_size(problem))
     steps = {"port": torch_step(problem, phase, batch, compile=False),

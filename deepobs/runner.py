@@ -168,15 +168,11 @@ MMAP_THRESHOLD_MAX = 32 << 20
 TRIM_THRESHOLD = (1 << 31) - 1
 
 
-def keep_freed_memory(keep: bool = True) -> bool:
-    """Have glibc keep freed blocks up to 32 MiB for reuse (process-wide); False where libc is not glibc.
-
-    keep=False restores glibc's defaults (a 128 KiB threshold, trimming above 128 KiB), except that the
-    threshold no longer adapts to the sizes freed."""
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks up to 32 MiB for reuse (process-wide); False where libc is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        mmap_threshold, trim_threshold = (MMAP_THRESHOLD_MAX, TRIM_THRESHOLD) if keep else (128 << 10, 128 << 10)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False
 

@@ -378,36 +378,37 @@ def test_compiled_evaluation_reports_what_eager_evaluation_does(cifar_results, d
 
 KEPT_MEMORY_PROBE = """
 import resource, sys, torch
-from deepobs.runner import keep_freed_memory
-applied = keep_freed_memory(sys.argv[1] == "keep")
-
-def step():  # a training step's activations: allocated, written, freed on return
-    activation = torch.empty(20 << 18).fill_(1.0)  # 20 MiB
-    gradient = torch.empty_like(activation).fill_(2.0)
-    return float(activation[0] + gradient[0])
-
+from deepobs import runner
+from deepobs.problems import PROBLEMS
+applied = runner.keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.manual_seed(0)
+problem = PROBLEMS["cifar10_3c3d"]
+model = problem.model()
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+batch = (torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,)))
 faults = []
-for _ in range(10):
+for _ in range(8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    step()
+    runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(applied, *faults)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-def test_keep_freed_memory_reuses_a_freed_activation_instead_of_faulting_it_in_again():
+def test_keep_freed_memory_reuses_the_steps_activations_instead_of_faulting_them_in_again():
     def faults(mode):
         completed = subprocess.run([sys.executable, "-c", KEPT_MEMORY_PROBE, mode], capture_output=True, text=True,
-                                   timeout=120, check=True)
+                                   timeout=300, check=True)
         applied, *counts = completed.stdout.split()
-        return applied == "True", [int(count) for count in counts]
+        return applied, [int(count) for count in counts]
 
-    (kept_applied, kept), (_, default) = faults("keep"), faults("default")
-    pages = 2 * (20 << 20) // 4096  # the step's two blocks
-    assert kept_applied
-    assert all(count > pages * 0.9 for count in default[-3:]), default  # glibc maps them afresh at every step
-    assert all(count < pages // 100 for count in kept[-3:]), kept  # kept in the heap: reused without faulting
+    (applied, kept), (_, default) = faults("keep"), faults("default")
+    assert applied == "True"
+    # glibc's default hands the step's freed activations (up to 25 MB each) back and faults them in again
+    # (measured: 11,000-18,000 pages per step); kept, the steps after warm-up fault in none.
+    assert all(count > 5000 for count in default[-3:]), default
+    assert all(count < 100 for count in kept[-3:]), kept
 
 
 def test_keep_freed_memory_switch_defaults_on_and_is_recorded(cifar_results):
