@@ -406,9 +406,10 @@ def test_keep_freed_memory_reuses_the_steps_activations_instead_of_faulting_them
     (applied, kept), (_, default) = faults("keep"), faults("default")
     assert applied == "True"
     # glibc's default hands the step's freed activations (up to 25 MB each) back and faults them in again
-    # (measured: 11,000-18,000 pages per step); kept, the steps after warm-up fault in none.
-    assert all(count > 5000 for count in default[-3:]), default
-    assert all(count < 100 for count in kept[-3:]), kept
+    # (measured: 11,000-18,000 pages per step); kept, the steps after warm-up fault in next to none
+    # (measured: 0, now and then one block of ~1,700 pages).
+    assert all(count > 5000 for count in default[-4:]), default
+    assert sum(kept[-4:]) < 0.1 * sum(default[-4:]), (kept, default)
 
 
 def test_keep_freed_memory_switch_defaults_on_and_is_recorded(cifar_results):
