@@ -8,7 +8,7 @@ starts one fresh process per mode (the order alternating round by round, benchma
 builds the row's steps as `benchmarks/test_bench_models.py` does (the runner's eager step and the
 reference's tf.function), sets its mode, warms up and times both steps, alternating, for ~`--seconds`.
 Printed per row: each mode's median ms per step and kernel (system) ms per step for the port and the
-reference, and kept/default as speed ratios (median over rounds [bootstrap 95%]). The reference runs in
+reference, and each mode against glibc's default as speed ratios (median over rounds [bootstrap 95%]). The reference runs in
 both modes to show what the setting does to a process that also holds TensorFlow (its allocator keeps
 its own blocks).
 """
@@ -23,7 +23,7 @@ import time
 
 from benchmarks.stats import bootstrap_median, interleaved_order, paired_ratios
 
-MODES = ("kept", "default")
+MODES = ("kept", "default", "kept+thp")  # kept+thp: also THP_MEM_ALLOC_ENABLE=1 (torch's blocks >= 2 MiB on huge pages)
 
 
 def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
@@ -33,7 +33,7 @@ def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
     from deepobs import runner
     from deepobs.problems import PROBLEMS
 
-    applied = runner.keep_freed_memory() if mode == "kept" else None  # default: glibc left as it starts
+    applied = runner.keep_freed_memory() if mode.startswith("kept") else None  # default: glibc as it starts
     problem = PROBLEMS[problem_name]
     batch = fixed_batch(problem, batch_size(problem))
     steps = {"port": torch_step(problem, phase, batch, compile=False),
@@ -55,8 +55,11 @@ def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
 
 
 def run_child(problem: str, phase: str, mode: str, seconds: float) -> dict:
+    environment = {name: value for name, value in os.environ.items() if name != "THP_MEM_ALLOC_ENABLE"}
+    if mode.endswith("+thp"):  # torch reads it at its first allocation: only a fresh process can have it
+        environment["THP_MEM_ALLOC_ENABLE"] = "1"
     completed = subprocess.run([sys.executable, "-m", "benchmarks.allocator", "--child", problem, phase, mode,
-                                str(seconds)], capture_output=True, text=True, check=True)
+                                str(seconds)], capture_output=True, text=True, check=True, env=environment)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -83,10 +86,11 @@ def main() -> None:
             for side in ("port", "reference"):
                 seconds = {mode: [m[f"{side}_seconds"] for m in measured[mode]] for mode in MODES}
                 system = {mode: sorted(m[f"{side}_system_seconds"] for m in measured[mode]) for mode in MODES}
-                median, low, high = bootstrap_median(paired_ratios(seconds["kept"], seconds["default"]))
                 cells = "  ".join(f"{mode} {1e3 * sorted(seconds[mode])[args.rounds // 2]:8.2f} ms "
                                   f"(kernel {1e3 * system[mode][args.rounds // 2]:6.2f} ms)" for mode in MODES)
-                print(f"  {side:9s} {cells}  kept/default x{median:.2f} [{low:.2f}, {high:.2f}]")
+                ratios = "  ".join("{}/default x{:.2f} [{:.2f}, {:.2f}]".format(
+                    mode, *bootstrap_median(paired_ratios(seconds[mode], seconds["default"]))) for mode in MODES[::2])
+                print(f"  {side:9s} {cells}  {ratios}")
 
 
 if __name__ == "__main__":
