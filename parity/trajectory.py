@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from parity.dropout import NoiseRecorder, injected_noise
-from parity.frameworks import TORCH_DTYPES, load_tensorflow
+from parity.frameworks import TORCH_DTYPES, assign, load_tensorflow
 from parity.porting import port_tensors, port_to_reference, to_port_values, load_port_values
 
 tf = load_tensorflow()
@@ -104,7 +104,7 @@ class ReferenceRun:
 
         self.reference = ReferenceProblem(problem, getattr(tf, dtype))
         for name, variable in self.reference.graph.variables.items():
-            variable.assign(initial[name].astype(dtype))
+            assign(variable, initial[name])  # cast to the run's dtype on the way
         self.dtype = dtype
         self.optimizer = make_optimizer(kind, learning_rate, self.reference.dtype)
 

@@ -22,7 +22,7 @@ from deepobs.problems import PROBLEMS
 from parity.audit import DEEP_PROBLEMS
 from parity.frameworks import load_tensorflow
 from parity.init_check import (CRITERIA, DEFAULT_SEEDS, MAX_DRAWS, SEEDING_ITEM, TRUNCATED_NORMAL_STD_CORRECTION,
-                               Sample, audit_init, check_init, random_outcomes)
+                               Family, Sample, audit_init, check_init, random_outcomes)
 from parity.port import Port, deepobs_port
 from parity.porting import port_tensors
 
@@ -300,3 +300,22 @@ if __name__ == "__main__":  # the power table of parity/init_check.py
         for n in sizes:
             power = simulated_power(reference_law, port_law, n, repetitions if n < 50_000 else repetitions // 5, seed=n)
             print(f"{name:<82} {n:>7} " + " ".join(f"{power[c]:>7.3f}" for c in (*CRITERIA, "any")))
+
+
+@pytest.mark.parametrize("law", ["uniform", "off-centre normal", "constant"])
+def test_sample_statistics_are_numpys_float64_statistics(law):
+    """Sample.of reduces with torch on every core; it must read what numpy's float64 reductions read."""
+    rng = np.random.default_rng(0)
+    values = {"uniform": rng.uniform(-0.02, 0.02, 200_003), "off-centre normal": rng.normal(0.5, 0.1, 200_003),
+              "constant": np.full(1001, 0.05)}[law].astype(np.float32)
+    sample = Sample.of(values)
+    exact = values.astype(np.float64)
+    assert sample.max_abs == float(np.max(np.abs(values)))
+    assert sample.std == pytest.approx(float(np.std(exact)), rel=1e-6, abs=0.0)
+    if law == "constant":
+        assert sample.family == Family("constant", float(np.float32(0.05)))
+    elif law == "uniform":
+        assert sample.family == Family("uniform", float(np.max(np.abs(values))), 0.0)
+    else:
+        assert sample.family.kind == "normal"
+        assert sample.family.center == pytest.approx(float(np.mean(exact)), rel=1e-6)
