@@ -386,12 +386,14 @@ problem = PROBLEMS["cifar10_3c3d"]
 model = problem.model()
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 batch = (torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,)))
-faults = []
+faults, losses = [], []
 for _ in range(8):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
+    loss = runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    losses.append(float(loss.detach()).hex())
 print(applied, *faults)
+print(*losses)
 """
 
 
@@ -400,11 +402,13 @@ def test_keep_freed_memory_reuses_the_steps_activations_instead_of_faulting_them
     def faults(mode):
         completed = subprocess.run([sys.executable, "-c", KEPT_MEMORY_PROBE, mode], capture_output=True, text=True,
                                    timeout=300, check=True)
-        applied, *counts = completed.stdout.split()
-        return applied, [int(count) for count in counts]
+        fault_line, loss_line = completed.stdout.splitlines()[-2:]
+        applied, *counts = fault_line.split()
+        return applied, [int(count) for count in counts], loss_line.split()
 
-    (applied, kept), (_, default) = faults("keep"), faults("default")
+    (applied, kept, kept_losses), (_, default, default_losses) = faults("keep"), faults("default")
     assert applied == "True"
+    assert kept_losses == default_losses  # where the memory comes from changes no value, bit for bit
     # glibc's default hands the step's freed activations (up to 25 MB each) back and faults them in again
     # (measured: 11,000-18,000 pages per step); kept, the steps after warm-up fault in next to none
     # (measured: 0, now and then one block of ~1,700 pages).
