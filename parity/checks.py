@@ -591,6 +591,62 @@ def gradients_at_audit_weights(pair: AuditPair, batch_index: int) -> GradientPai
 
 
 def check_gradients(pair: AuditPair) -> CheckResult:
+    """Gradient of the objective for every parameter at the audit weights (`gradients_at_audit_weights`), then,
+    in float64, at exact ties (`tie_gradient_comparisons`)."""
+    result = _gradients_at_audit_weights_result(pair)
+    if pair.dtype == "float64":
+        result.comparisons += tie_gradient_comparisons(pair)
+        result.notes.append(TIES_NOTE)
+    else:
+        result.notes.append("gradients at exact ties (zero biases, blank inputs) are compared in the float64 audit: "
+                            "which side of a kink a tie takes does not depend on the dtype")
+    return result
+
+
+# --- gradients at exact ties -----------------------------------------------------------------------------
+
+TIE_PREFIX = "ties: "
+TIES_NOTE = ("ties: every bias and BN beta 0 (as initialised), example 0 all zeros and the top half of every "
+             "image blank, so pre-activations sit exactly on the kinks (ReLU at 0, max(x, 0.3x) at 0, max-pool "
+             "ties), as they do at initialisation on images with blank regions")
+
+
+def tie_values(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The audit weights with every bias and BN beta exactly 0, as the original initialises them."""
+    return {name: np.zeros_like(value) if name.rsplit("/", 1)[-1] in ("bias", "beta") else value
+            for name, value in values.items()}
+
+
+def tie_batch(batch: Batch) -> Batch:
+    """`batch` with example 0 all zeros and the top half of every image (NHWC) zero: with zero biases, every
+    layer's pre-activation over a blank region is exactly 0 in both frameworks."""
+    inputs = []
+    for values, kind in zip(batch.inputs, batch.input_kinds):
+        if kind != "ids":
+            values = values.copy()
+            values[0] = 0
+            if values.ndim == 4:
+                values[:, : values.shape[1] // 2] = 0
+        inputs.append(values)
+    return dataclasses.replace(batch, inputs=tuple(inputs))
+
+
+def tie_gradient_comparisons(pair: AuditPair) -> list[Comparison]:
+    """Both frameworks' gradients at tie_values on tie_batch(batch 0), in backward order, named TIE_PREFIX +
+    the variable. The convention a framework's gradient takes at a kink is invisible at the audit weights
+    (random biases: no pre-activation is ever exactly 0) but decides the first steps of a real run."""
+    values, batch = tie_values(pair.audit_values), tie_batch(pair.batches[0])
+    pair.sync(values)
+    reference_grads, draws, _, _ = reference_gradients(pair, batch)
+    pair.sync(values)
+    port_grads, _, _ = port_gradients(pair, batch, draws, keep_grads=False)
+    pair.model.zero_grad(set_to_none=True)
+    pair.sync()
+    return _compare_named(_backward_order(reference_grads), port_grads or {}, tolerance("gradients", pair.dtype),
+                          TIE_PREFIX)
+
+
+def _gradients_at_audit_weights_result(pair: AuditPair) -> CheckResult:
     """Gradient of the objective (mean loss + regularizer, train mode) for every parameter, on batch 0, in
     backward order (the reverse of the reference's creation order): a difference propagates towards the
     input, so the first failing row is the diverging parameter closest to the loss.

@@ -454,6 +454,16 @@ def _bugs() -> list[Mutant]:
                SINGLE, "forward", "dense_1"),
         Mutant("leaky ReLU 0.01 instead of ReLU", C2, edit_model(lambda m: replace(m, "fc1.1", nn.LeakyReLU(0.01))),
                SINGLE, "forward", "dense"),
+        # gradients at exact ties (the gradients check's float64 part: zero biases, blank inputs)
+        Mutant("ReLU as torch.maximum(x, 0) (a tie splits the gradient: 0.5, TF's ReluGrad 0)", C2, edit_model(
+            lambda m: replace(m, "conv1.1", Call(lambda x, m: torch.maximum(x, torch.zeros_like(x))))), ("gradients",),
+            "gradients", "ties: conv2d/bias", fast=True),
+        Mutant("lrelu as torch.maximum(x, 0.3 x) (a tie splits the gradient: 0.65, TF's 1)", VAE, edit_model(lambda m: [
+            replace(m, f"encoder.{i}.1", Call(lambda x, m: torch.maximum(x, x * 0.3))) for i in (0, 2, 4)]),
+            ("forward", "gradients"), "gradients", "ties: encoder/conv2d_2/bias"),
+        Mutant("nn.LeakyReLU(0.3) for max(x, 0.3 x) (slope 0.3 at 0, TF's 1)", VAE, edit_model(lambda m: [
+            replace(m, f"encoder.{i}.1", nn.LeakyReLU(0.3)) for i in (0, 2, 4)]), ("forward", "gradients"),
+            "gradients", "ties: encoder/conv2d_2/bias"),
         Mutant("ELU instead of ReLU", MLP, edit_model(lambda m: replace(m, "hidden.0.1", nn.ELU())), SINGLE, "forward",
                "dense"),
         Mutant("max pool 2x2 instead of 3x3 stride 2", C3, edit_model(
@@ -779,8 +789,8 @@ def _equivalents() -> list[Mutant]:
             ("forward", "train_mode")),
         Mutant("VAE epsilon by empty_like().normal_()", VAE, edit_model(lambda m: rewrite_forward(
             m.sample, _reparameterize(lambda mean: torch.empty_like(mean).normal_()))), SINGLE),
-        Mutant("nn.LeakyReLU(0.3) for max(x, 0.3 x)", VAE, edit_model(lambda m: [
-            replace(m, f"encoder.{i}.1", nn.LeakyReLU(0.3)) for i in (0, 2, 4)]), ("forward", "gradients")),
+        Mutant("ReLU as clamp(min=0) (its gradient at 0 is 0, as TF's)", C2, edit_model(
+            lambda m: replace(m, "conv1.1", Call(lambda x, m: x.clamp(min=0)))), ("forward", "gradients")),
         Mutant("quadratic: (x - theta) for (theta - x)", QUAD, edit_model(lambda m: rewrite_forward(
             m, _quadratic_forward(lambda theta, x, q: 0.5 * (((x - theta) @ q) * (x - theta)).sum(1)))),
             ("forward", "gradients")),

@@ -9,6 +9,7 @@ output. forward returns (reconstruction [B, 28, 28], mean [B, 8], std_dev [B, 8]
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deepobs.layers import Conv2dSame, ConvTranspose2dSame, FlattenNCHW, tf_glorot_uniform_
@@ -18,11 +19,29 @@ DROPOUT = 0.2
 LRELU_ALPHA = 0.3
 
 
+class _MaxOfXAndScaledX(torch.autograd.Function):
+    """max(x, 0.3 x) with TF's gradient: TF's Maximum sends the whole gradient to its first argument where
+    x >= 0.3 x, i.e. x >= 0, ties at x == 0 included (slope 1 there). torch.maximum splits a tie (0.65) and
+    F.leaky_relu's backward takes the slope of x < 0 (0.3); at initialisation, with zero biases, every
+    all-zero input patch puts a pre-activation exactly at 0 (MNIST's blank borders)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = F.leaky_relu(x, LRELU_ALPHA)  # x > 0 ? x : 0.3 x, the same values as max(x, 0.3 x)
+        ctx.save_for_backward(y)  # y >= 0 exactly where x >= 0 (NaN stays NaN: the 0.3 slope, as TF's)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.where(y >= 0, grad, grad * LRELU_ALPHA)
+
+
 class LeakyReLU(nn.Module):
-    """The original's lrelu: max(x, 0.3 x)."""
+    """The original's lrelu: max(x, 0.3 x), with TF's gradient at x == 0 (see _MaxOfXAndScaledX)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(x, x * LRELU_ALPHA)
+        return _MaxOfXAndScaledX.apply(x)
 
 
 class Scale(nn.Module):
