@@ -57,10 +57,16 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         (height, width), (kh, kw), (sh, sw) = x.shape[-2:], self.kernel_size, self.stride
         top, bottom = tf_same_padding(height * sh, kh, sh)
         left, right = tf_same_padding(width * sw, kw, sw)
+        if (sh, sw) == (1, 1):
+            # Stride 1: the correlation of the input, padded by kernel - 1 less the crop, with the flipped kernel
+            # (in and out swapped) is the cropped output itself, as TF's Conv2DBackpropInput computes it: 14x14
+            # instead of the full 17x17 then cropped, and oneDNN's forward convolution (docs/benchmarks.md).
+            padded = F.pad(x, (kw - 1 - left, kw - 1 - right, kh - 1 - top, kh - 1 - bottom))
+            return F.conv2d(padded, self.weight.flip(2, 3).transpose(0, 1), self.bias)
+        y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
 
 
@@ -156,6 +162,20 @@ class ResizeBilinearTF1(nn.Module):
         top = top_left + (top_right - top_left) * x_lerp
         bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
         return top + (bottom - top) * y_lerp[:, None]
+
+
+class Dropout(nn.Dropout):
+    """tf.nn.dropout (what the original's tf.layers.dropout runs): keep x / (1 - rate) where a uniform draw is
+    >= rate, 0 elsewhere. nn.Dropout computes the same with a Bernoulli(1 - p) mask; on CPU torch draws that
+    (bernoulli_) from 53-bit doubles, two mt19937 numbers per element, one after the other, where rand_like
+    takes one: this site is 1.5-2x faster (docs/benchmarks.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        scale = 1 / (1 - self.p) if self.p < 1 else 0.0
+        kept = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(scale)
+        return x.mul_(kept) if self.inplace else x * kept
 
 
 class FlattenNCHW(nn.Module):

@@ -611,10 +611,23 @@ TIES_NOTE = ("ties: every bias and BN beta 0 (as initialised), example 0 all zer
              "ties), as they do at initialisation on images with blank regions")
 
 
+TIE_ZEROED = ("bias", "beta")  # variable kinds set to exactly 0 for the tie rows
+
+
 def tie_values(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The audit weights with every bias and BN beta exactly 0, as the original initialises them."""
-    return {name: np.zeros_like(value) if name.rsplit("/", 1)[-1] in ("bias", "beta") else value
+    return {name: np.zeros_like(value) if name.rsplit("/", 1)[-1] in TIE_ZEROED else value
             for name, value in values.items()}
+
+
+def sync_tie_values(pair: AuditPair, values: dict[str, np.ndarray]) -> None:
+    """`values` (tie_values) into both frameworks: the audit weights first (what already holds them is skipped),
+    then only the zeroed rows converted into the port, so a large model is never converted twice whole."""
+    zeroed = {row.port for name in values if name.rsplit("/", 1)[-1] in TIE_ZEROED
+              for row in pair.problem_map.rows_for_reference().get(name, [])}
+    pair.sync()
+    others = {row.port for row in pair.problem_map.params} - zeroed
+    pair.sync(values, port_values=iter_port_values(values, pair.model, pair.problem_map, skip=others))
 
 
 def tie_batch(batch: Batch) -> Batch:
@@ -636,9 +649,9 @@ def tie_gradient_comparisons(pair: AuditPair) -> list[Comparison]:
     the variable. The convention a framework's gradient takes at a kink is invisible at the audit weights
     (random biases: no pre-activation is ever exactly 0) but decides the first steps of a real run."""
     values, batch = tie_values(pair.audit_values), tie_batch(pair.batches[0])
-    pair.sync(values)
+    sync_tie_values(pair, values)
     reference_grads, draws, _, _ = reference_gradients(pair, batch)
-    pair.sync(values)
+    sync_tie_values(pair, values)
     port_grads, _, _ = port_gradients(pair, batch, draws, keep_grads=False)
     pair.model.zero_grad(set_to_none=True)
     pair.sync()

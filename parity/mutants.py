@@ -391,7 +391,7 @@ def _dropout_as(function, under: str = ""):
     `function(x, p, module)`."""
     def edit(model):
         for name, module in list(model.named_modules()):
-            if type(module) is nn.Dropout and name.startswith(under):
+            if isinstance(module, nn.Dropout) and name.startswith(under):
                 replace(model, name, Call(lambda x, self, p=module.p: function(x, p, self)))
     return edit
 

@@ -20,6 +20,8 @@ import math
 import torch
 from torch import nn
 
+from deepobs.layers import Dropout
+
 VOCAB_SIZE = 83
 SEQ_LENGTH = 50
 RNN_SIZE = 128
@@ -39,9 +41,9 @@ class CharRNN(nn.Module):
     def __init__(self, vocab_size: int = VOCAB_SIZE, rnn_size: int = RNN_SIZE, num_layers: int = NUM_LAYERS):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, rnn_size)
-        self.input_dropout = nn.ModuleList(nn.Dropout(DROPOUT) for _ in range(num_layers))
+        self.input_dropout = nn.ModuleList(Dropout(DROPOUT) for _ in range(num_layers))
         self.lstm = nn.ModuleList(nn.LSTM(rnn_size, rnn_size, batch_first=True) for _ in range(num_layers))
-        self.output_dropout = nn.ModuleList(nn.Dropout(DROPOUT) for _ in range(num_layers))
+        self.output_dropout = nn.ModuleList(Dropout(DROPOUT) for _ in range(num_layers))
         self.state_out = nn.ModuleList(nn.Identity() for _ in range(num_layers))  # (c, h) after the batch
         self.softmax = nn.Linear(rnn_size, vocab_size)
         _glorot_uniform_(self.embedding.weight, vocab_size, rnn_size)

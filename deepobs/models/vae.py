@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import Conv2dSame, ConvTranspose2dSame, FlattenNCHW, tf_glorot_uniform_
+from deepobs.layers import Conv2dSame, ConvTranspose2dSame, Dropout, FlattenNCHW, tf_glorot_uniform_
 
 N_LATENT = 8
 DROPOUT = 0.2
@@ -65,9 +65,9 @@ class VAE(nn.Module):
     def __init__(self, n_latent: int = N_LATENT):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Sequential(Conv2dSame(1, 64, 4, 2), LeakyReLU()), nn.Dropout(DROPOUT),
-            nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), nn.Dropout(DROPOUT),
-            nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), nn.Dropout(DROPOUT),  # pads 1 before, 2 after
+            nn.Sequential(Conv2dSame(1, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
+            nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
+            nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), Dropout(DROPOUT),  # pads 1 before, 2 after
             FlattenNCHW())
         self.mean = nn.Linear(7 * 7 * 64, n_latent)
         self.std_dev = nn.Sequential(nn.Linear(7 * 7 * 64, n_latent), Scale(0.5))
@@ -76,8 +76,8 @@ class VAE(nn.Module):
             nn.Sequential(nn.Linear(n_latent, 24), LeakyReLU()),
             nn.Sequential(nn.Linear(24, 49), LeakyReLU()))
         self.decoder_convs = nn.Sequential(
-            nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), nn.Dropout(DROPOUT),  # 7 -> 14
-            nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), nn.Dropout(DROPOUT),  # 14 -> 14
+            nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), Dropout(DROPOUT),  # 7 -> 14
+            nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), Dropout(DROPOUT),  # 14 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()),  # no dropout after the last one
             FlattenNCHW())
         self.output = nn.Sequential(nn.Linear(14 * 14 * 64, 28 * 28), nn.Sigmoid())

@@ -6,7 +6,7 @@ import functools
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1, channels_last,
+from deepobs.layers import (Conv2dSame, Dropout, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1, channels_last,
                             tf1_glorot_normal_, tf_glorot_uniform_)
 
 IMAGE_SIZE = (224, 224)  # the original resizes every input to this (ImageNet's 224 passes through)
@@ -45,9 +45,9 @@ class VGG(nn.Module):
         dense = functools.partial(torch.nn.utils.skip_init, nn.Linear)
         self.classifier = nn.Sequential(
             nn.Sequential(dense(features, HIDDEN_UNITS), nn.ReLU()),
-            nn.Dropout(DROPOUT_RATE),
+            Dropout(DROPOUT_RATE),
             nn.Sequential(dense(HIDDEN_UNITS, HIDDEN_UNITS), nn.ReLU()),
-            nn.Dropout(DROPOUT_RATE),
+            Dropout(DROPOUT_RATE),
             dense(HIDDEN_UNITS, num_outputs),
         )
         for conv in self._convs():
