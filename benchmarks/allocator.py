@@ -23,7 +23,9 @@ import time
 
 from benchmarks.stats import bootstrap_median, interleaved_order, paired_ratios
 
-MODES = ("kept", "default", "kept+thp")  # kept+thp: also THP_MEM_ALLOC_ENABLE=1 (torch's blocks >= 2 MiB on huge pages)
+# kept+thp: also THP_MEM_ALLOC_ENABLE=1 (torch's blocks >= 2 MiB on huge pages); kept+heap: also mallopt(M_MMAP_MAX, 0),
+# every block from the heap, none mapped on its own (what the runner's --keep-freed-memory sets, see deepobs.runner).
+MODES = ("kept", "default", "kept+thp", "kept+heap")
 
 
 def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
@@ -34,6 +36,9 @@ def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
     from deepobs.problems import PROBLEMS
 
     applied = runner.keep_freed_memory() if mode.startswith("kept") else None  # default: glibc as it starts
+    if mode.endswith("+heap"):
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-4, 0)  # M_MMAP_MAX: no block mapped on its own
     problem = PROBLEMS[problem_name]
     batch = fixed_batch(problem, batch_size(problem))
     steps = {"port": torch_step(problem, phase, batch, compile=False),
@@ -89,7 +94,7 @@ def main() -> None:
                 cells = "  ".join(f"{mode} {1e3 * sorted(seconds[mode])[args.rounds // 2]:8.2f} ms "
                                   f"(kernel {1e3 * system[mode][args.rounds // 2]:6.2f} ms)" for mode in MODES)
                 ratios = "  ".join("{}/default x{:.2f} [{:.2f}, {:.2f}]".format(
-                    mode, *bootstrap_median(paired_ratios(seconds[mode], seconds["default"]))) for mode in MODES[::2])
+                    mode, *bootstrap_median(paired_ratios(seconds[mode], seconds["default"]))) for mode in MODES if mode != "default")
                 print(f"  {side:9s} {cells}  {ratios}")
 
 

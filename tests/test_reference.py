@@ -71,6 +71,30 @@ def test_conv2d_transpose_same_matches_the_port_layer():
         np.testing.assert_allclose(y_torch, y_tf, rtol=1e-12, atol=1e-12)
 
 
+def test_vae_lrelu_value_and_gradient_are_tfs_at_the_kink():
+    """The original's lrelu, tf.maximum(x, 0.3 x), against the port's LeakyReLU: values, and TF's gradient (the
+    whole gradient to x where x >= 0.3 x: slope 1 at 0) at 0, -0, +-1, NaN and the smallest subnormals."""
+    import torch
+
+    from deepobs.models.vae import LeakyReLU
+
+    x = np.array([0.0, -0.0, 1.0, -1.0, np.nan, 5e-324, -5e-324])
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y_tf = tf.maximum(variable, tf.multiply(variable, 0.3))
+        total = tf.reduce_sum(y_tf)
+    gradient_tf = tape.gradient(total, variable).numpy()
+    x_torch = torch.tensor(x, requires_grad=True)
+    y_torch = LeakyReLU()(x_torch)
+    y_torch.sum().backward()
+    # TF's CPU kernels flush subnormals to zero (FTZ/DAZ), torch's do not: values compared on the normal inputs.
+    normal = slice(0, 5)
+    np.testing.assert_array_equal(y_torch.detach().numpy()[normal], y_tf.numpy()[normal])
+    np.testing.assert_array_equal(np.signbit(y_torch.detach().numpy()[normal]), np.signbit(y_tf.numpy()[normal]))
+    np.testing.assert_array_equal(x_torch.grad.numpy(), gradient_tf)
+    assert gradient_tf[0] == 1.0  # the tie: torch.maximum would give 0.65, F.leaky_relu 0.3
+
+
 def test_quadratic_deep_hessian_is_the_originals_module_level_stream():
     """Instance n of the original's quadratic_deep draws the n-th Hessian of one RandomState(42) stream;
     the reference's transcription and the port's own code (written apart) agree bit for bit."""
