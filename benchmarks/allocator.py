@@ -23,9 +23,10 @@ import time
 
 from benchmarks.stats import bootstrap_median, interleaved_order, paired_ratios
 
-# kept+thp: also THP_MEM_ALLOC_ENABLE=1 (torch's blocks >= 2 MiB on huge pages); kept+heap: also mallopt(M_MMAP_MAX, 0),
-# every block from the heap, none mapped on its own (what the runner's --keep-freed-memory sets, see deepobs.runner).
-MODES = ("kept", "default", "kept+thp", "kept+heap")
+# kept: the runner's --keep-freed-memory (deepobs.runner.keep_freed_memory); kept+thp: also THP_MEM_ALLOC_ENABLE=1
+# (torch's blocks >= 2 MiB on huge pages); threshold: its first version, blocks above 32 MiB still mapped on their own.
+MODES = ("kept", "default", "kept+thp", "threshold")
+MMAP_MAX_DEFAULT = 65536  # glibc's M_MMAP_MAX
 
 
 def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
@@ -35,10 +36,10 @@ def child(problem_name: str, phase: str, mode: str, seconds: float) -> dict:
     from deepobs import runner
     from deepobs.problems import PROBLEMS
 
-    applied = runner.keep_freed_memory() if mode.startswith("kept") else None  # default: glibc as it starts
-    if mode.endswith("+heap"):
+    applied = runner.keep_freed_memory() if mode != "default" else None  # default: glibc as it starts
+    if mode == "threshold":
         import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-4, 0)  # M_MMAP_MAX: no block mapped on its own
+        ctypes.CDLL("libc.so.6").mallopt(runner.M_MMAP_MAX, MMAP_MAX_DEFAULT)
     problem = PROBLEMS[problem_name]
     batch = fixed_batch(problem, batch_size(problem))
     steps = {"port": torch_step(problem, phase, batch, compile=False),

@@ -162,17 +162,21 @@ def worth_compiling(model: torch.nn.Module) -> bool:
 # glibc's malloc hands every freed block above its mmap threshold back to the OS, so each training step
 # faults its activations in again page by page: 70 ms of kernel time per cifar10_3c3d step at batch 128
 # here, against 2 ms for the reference, whose allocator keeps its blocks. The threshold at its maximum
-# (32 MiB on 64-bit) and trimming off keep them in the heap for the next step (docs/benchmarks.md).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, <malloc.h>
+# (32 MiB on 64-bit) and trimming off keep them in the heap for the next step; blocks above 32 MiB
+# (All-CNN-C's activations at batch 256, up to 100 MB) are kept only if no block is mapped on its own
+# (M_MMAP_MAX 0): 1,007 ms of kernel time per All-CNN-C step -> 3 ms (docs/benchmarks.md). The process
+# then holds its peak working set until it exits.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt parameters, <malloc.h>
 MMAP_THRESHOLD_MAX = 32 << 20
 TRIM_THRESHOLD = (1 << 31) - 1
 
 
 def keep_freed_memory() -> bool:
-    """Have glibc keep freed blocks up to 32 MiB for reuse (process-wide); False where libc is not glibc."""
+    """Have glibc keep every freed block in its heap for reuse (process-wide); False where libc is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+                    and libc.mallopt(M_MMAP_MAX, 0))
     except (OSError, AttributeError):
         return False
 
