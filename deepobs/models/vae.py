@@ -27,14 +27,15 @@ class _MaxOfXAndScaledX(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        y = F.leaky_relu(x, LRELU_ALPHA)  # x > 0 ? x : 0.3 x, the same values as max(x, 0.3 x)
-        ctx.save_for_backward(y)  # y >= 0 exactly where x >= 0 (NaN stays NaN: the 0.3 slope, as TF's)
-        return y
+        # The input is kept, not the output: as with torch.maximum, the output may then be changed in place
+        # (F.dropout(inplace=True)).
+        ctx.save_for_backward(x)
+        return F.leaky_relu(x, LRELU_ALPHA)  # x > 0 ? x : 0.3 x, the same values as max(x, 0.3 x)
 
     @staticmethod
     def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        return torch.where(y >= 0, grad, grad * LRELU_ALPHA)
+        (x,) = ctx.saved_tensors
+        return torch.where(x >= 0, grad, grad * LRELU_ALPHA)  # NaN: the 0.3 slope, as TF's
 
 
 class LeakyReLU(nn.Module):
