@@ -8,9 +8,9 @@ starts one fresh process per mode (the order alternating round by round, benchma
 builds the row's steps as `benchmarks/test_bench_models.py` does (the runner's eager step and the
 reference's tf.function), sets its mode, warms up and times both steps, alternating, for ~`--seconds`.
 Printed per row: each mode's median ms per step and kernel (system) ms per step for the port and the
-reference, and each mode against glibc's default as speed ratios (median over rounds [bootstrap 95%]). The reference runs in
-both modes to show what the setting does to a process that also holds TensorFlow (its allocator keeps
-its own blocks).
+reference, and each mode against glibc's default as speed ratios (median over rounds [bootstrap 95%]). The
+reference runs in every mode to show what the setting does to a process that also holds TensorFlow (its
+allocator keeps its own blocks).
 """
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ def main() -> None:
                 cells = "  ".join(f"{mode} {1e3 * sorted(seconds[mode])[args.rounds // 2]:8.2f} ms "
                                   f"(kernel {1e3 * system[mode][args.rounds // 2]:6.2f} ms)" for mode in MODES)
                 ratios = "  ".join("{}/default x{:.2f} [{:.2f}, {:.2f}]".format(
-                    mode, *bootstrap_median(paired_ratios(seconds[mode], seconds["default"]))) for mode in MODES if mode != "default")
+                    mode, *bootstrap_median(paired_ratios(seconds[mode], seconds["default"])))
+                    for mode in MODES if mode != "default")
                 print(f"  {side:9s} {cells}  {ratios}")
 
 

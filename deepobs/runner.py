@@ -175,8 +175,8 @@ def keep_freed_memory() -> bool:
     """Have glibc keep every freed block in its heap for reuse (process-wide); False where libc is not glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-                    and libc.mallopt(M_MMAP_MAX, 0))
+        settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_MMAP_MAX, 0))
+        return all([libc.mallopt(parameter, value) for parameter, value in settings])
     except (OSError, AttributeError):
         return False
 

@@ -189,12 +189,17 @@ def forget_audit_draws() -> None:
     _audit_draws.cache_clear()
 
 
+def variable_kind(name: str) -> str:
+    """A reference variable's kind: the last part of its name (kernel, bias, gamma, beta, moving_mean, ...)."""
+    return name.rsplit("/", 1)[-1]
+
+
 @functools.lru_cache(maxsize=1)
 def _audit_draws(shapes: tuple, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     values = {}
     for name, shape in shapes:
-        kind = name.rsplit("/", 1)[-1]
+        kind = variable_kind(name)
         if kind == "kernel":
             fan_in = int(np.prod(shape[:-1]))
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
@@ -616,20 +621,18 @@ TIES_NOTE = ("ties: every bias and BN beta 0 (as initialised), example 0 all zer
 TIE_ZEROED = ("bias", "beta")  # variable kinds set to exactly 0 for the tie rows
 
 
-def tie_values(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The audit weights with every bias and BN beta exactly 0, as the original initialises them."""
-    return {name: np.zeros_like(value) if name.rsplit("/", 1)[-1] in TIE_ZEROED else value
-            for name, value in values.items()}
-
-
-def sync_tie_values(pair: AuditPair, values: dict[str, np.ndarray]) -> None:
-    """`values` (tie_values) into both frameworks: the audit weights first (what already holds them is skipped),
-    then only the zeroed rows converted into the port, so a large model is never converted twice whole."""
-    zeroed = {row.port for name in values if name.rsplit("/", 1)[-1] in TIE_ZEROED
-              for row in pair.problem_map.rows_for_reference().get(name, [])}
+def sync_tie_values(pair: AuditPair) -> None:
+    """The audit weights (and reset state) in both frameworks, then every bias and BN beta exactly 0, as the
+    original initialises them. Only the zeroed variables are written a second time; a zeroed port tensor's
+    version counter moves, so the next pair.sync() loads its audit value again."""
     pair.sync()
-    others = {row.port for row in pair.problem_map.params} - zeroed
-    pair.sync(values, port_values=iter_port_values(values, pair.model, pair.problem_map, skip=others))
+    zeros = {name: np.zeros(variable.shape, NUMPY_DTYPES[pair.dtype])
+             for name, variable in pair.reference.graph.variables.items() if variable_kind(name) in TIE_ZEROED}
+    for name, value in zeros.items():
+        assign(pair.reference.graph.variables[name], value)
+    zeroed_ports = {row.port for row in pair.problem_map.params if row.reference in zeros}
+    others = {row.port for row in pair.problem_map.params} - zeroed_ports
+    load_port_values(pair.model, iter_port_values(zeros, pair.model, pair.problem_map, skip=others))
 
 
 def tie_batch(batch: Batch) -> Batch:
@@ -647,13 +650,13 @@ def tie_batch(batch: Batch) -> Batch:
 
 
 def tie_gradient_comparisons(pair: AuditPair) -> list[Comparison]:
-    """Both frameworks' gradients at tie_values on tie_batch(batch 0), in backward order, named TIE_PREFIX +
-    the variable. The convention a framework's gradient takes at a kink is invisible at the audit weights
-    (random biases: no pre-activation is ever exactly 0) but decides the first steps of a real run."""
-    values, batch = tie_values(pair.audit_values), tie_batch(pair.batches[0])
-    sync_tie_values(pair, values)
+    """Both frameworks' gradients with zero biases (sync_tie_values) on tie_batch(batch 0), in backward order,
+    named TIE_PREFIX + the variable. The convention a framework's gradient takes at a kink is invisible at the
+    audit weights (random biases: no pre-activation is ever exactly 0) but decides the first steps of a real run."""
+    batch = tie_batch(pair.batches[0])
+    sync_tie_values(pair)
     reference_grads, draws, _, _ = reference_gradients(pair, batch)
-    sync_tie_values(pair, values)
+    sync_tie_values(pair)
     port_grads, _, _ = port_gradients(pair, batch, draws, keep_grads=False)
     pair.model.zero_grad(set_to_none=True)
     pair.sync()
