@@ -397,6 +397,10 @@ def infer_taps(description: Description, matches: list[LayerMatch], calls: list[
             # A dropout the original never runs (Inception's head) may well be an nn.Identity in the port.
             found = next((c for c in window if tap.kind in c.type_name.lower()
                           or (tap.kind == "dropout" and c.type_name == "Identity")), None)
+            if found is not None and rows and rows[-1].then and "max" in found.type_name.lower():
+                # The layer before went through then=: a port may run its (monotone) activation after the max
+                # pool, which commutes with it (conv -> pool -> ReLU); the pool's tap is then after that ReLU.
+                found = _activation_holder(found, rows[-1].then, ordered) or found
         else:
             found = [c for c in window if c.module not in weight_modules and "pool" not in c.type_name.lower()
                      and "dropout" not in c.type_name.lower()
@@ -412,17 +416,22 @@ def infer_taps(description: Description, matches: list[LayerMatch], calls: list[
     return rows, uncompared, notes
 
 
+def _activation_holder(anchor: Call, activation: str, ordered: list[Call]) -> Call | None:
+    """The call whose output is `anchor`'s through `activation`, when the port's next call applies it: the
+    innermost container that ends right there and holds `anchor` (Sequential(conv, ReLU)), else the activation
+    module itself; None when the next call is something else."""
+    after = [c for c in ordered if c.end > anchor.end]
+    if not after or not _is_activation(after[0], activation) or after[0].shape != anchor.shape:
+        return None
+    return after[1] if len(after) > 1 and after[1].start < anchor.start and after[1].shape == anchor.shape \
+        else after[0]
+
+
 def _layer_tap(tap: TapInfo, anchor: Call, ordered: list[Call]) -> TapRow:
     if not tap.activation:
         return TapRow(tap.name, anchor.module)
-    after = [c for c in ordered if c.end > anchor.end]
-    if not after or not _is_activation(after[0], tap.activation) or after[0].shape != anchor.shape:
-        return TapRow(tap.name, anchor.module, then=tap.activation)
-    # The innermost container that ends right there and holds the layer (Sequential(conv, ReLU)), else the
-    # activation module itself.
-    holder = after[1] if len(after) > 1 and after[1].start < anchor.start and after[1].shape == anchor.shape \
-        else after[0]
-    return TapRow(tap.name, holder.module)
+    holder = _activation_holder(anchor, tap.activation, ordered)
+    return TapRow(tap.name, holder.module) if holder else TapRow(tap.name, anchor.module, then=tap.activation)
 
 
 # --- the whole map -------------------------------------------------------------

@@ -133,19 +133,22 @@ def mlp_map() -> ProblemMap:
 def cnn_2c2d_map() -> ProblemMap:
     params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1")
     params += dense_rows("fc1.0", "dense", after_flatten_chw=(64, 7, 7)) + dense_rows("fc2", "dense_1")
-    taps = [("conv2d", "conv1"), ("max_pooling2d", "pool1"), ("conv2d_1", "conv2"),
-            ("max_pooling2d_1", "pool2"), ("dense", "fc1"), ("dense_1", "fc2")]
-    return ProblemMap(tuple(params), tuple(TapRow(*t) for t in taps))
+    # The port's ReLUs run after the pools (deepobs/models/cnn_2c2d.py): a conv's module output is before it.
+    taps = [TapRow("conv2d", "conv1", then="relu"), TapRow("max_pooling2d", "pool1"),
+            TapRow("conv2d_1", "conv2", then="relu"), TapRow("max_pooling2d_1", "pool2"), TapRow("dense", "fc1"),
+            TapRow("dense_1", "fc2")]
+    return ProblemMap(tuple(params), tuple(taps))
 
 
 def cnn_3c3d_map() -> ProblemMap:
     params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1") + conv_rows("conv3.0", "conv2d_2")
     params += dense_rows("fc1.0", "dense", after_flatten_chw=(128, 3, 3))
     params += dense_rows("fc2.0", "dense_1") + dense_rows("fc3", "dense_2")
-    taps = [("conv2d", "conv1"), ("max_pooling2d", "pool1"), ("conv2d_1", "conv2"), ("max_pooling2d_1", "pool2"),
-            ("conv2d_2", "conv3"), ("max_pooling2d_2", "pool3"), ("dense", "fc1"), ("dense_1", "fc2"),
-            ("dense_2", "fc3")]
-    return ProblemMap(tuple(params), tuple(TapRow(*t) for t in taps))
+    taps = [TapRow("conv2d", "conv1", then="relu"), TapRow("max_pooling2d", "pool1"),
+            TapRow("conv2d_1", "conv2", then="relu"), TapRow("max_pooling2d_1", "pool2"),
+            TapRow("conv2d_2", "conv3", then="relu"), TapRow("max_pooling2d_2", "pool3"), TapRow("dense", "fc1"),
+            TapRow("dense_1", "fc2"), TapRow("dense_2", "fc3")]
+    return ProblemMap(tuple(params), tuple(taps))
 
 
 def allcnnc_map() -> ProblemMap:

@@ -443,12 +443,14 @@ def _bugs() -> list[Mutant]:
             lambda m: replace(m, "features.3.0", nn.Conv2d(96, 96, 3, 2, padding=1))), SINGLE, "forward", "conv2d_2",
             fast=True),
         Mutant("symmetric padding on a stride-2 SAME max pool", C3, edit_model(
-            lambda m: setattr(m, "pool1", nn.MaxPool2d(3, 2, padding=1))), SINGLE, "forward", "max_pooling2d"),
+            lambda m: replace(m, "pool1.0", nn.MaxPool2d(3, 2, padding=1))), SINGLE, "forward", "max_pooling2d"),
         Mutant("NCHW flatten with the dense kernel only transposed", C2,
                edit_map(C2, _dense_after_flatten_as_plain_dense), SINGLE, "forward", "dense", fast=True),
         Mutant("All-CNN-C's last ReLU missing", ALL, edit_model(lambda m: replace(m, "features.11.1", nn.Identity())),
                SINGLE, "forward", "conv2d_8"),
-        Mutant("ReLU6 instead of ReLU (3c3d conv1)", C3, relu6("conv1.1"), SINGLE, "forward", "conv2d", fast=True),
+        # (3c3d's ReLUs run after its pools: the first tap a ReLU6 there changes is the pool's)
+        Mutant("ReLU6 instead of ReLU (3c3d first block)", C3, relu6("pool1.1"), SINGLE, "forward", "max_pooling2d",
+               fast=True),
         Mutant("ReLU6 instead of ReLU (MLP layer 3)", MLP, relu6("hidden.2.1"), SINGLE, "forward", "dense_2"),
         Mutant("hardtanh instead of ReLU", MLP, edit_model(lambda m: replace(m, "hidden.1.1", nn.Hardtanh(0.0, 1.0))),
                SINGLE, "forward", "dense_1"),
@@ -456,7 +458,7 @@ def _bugs() -> list[Mutant]:
                SINGLE, "forward", "dense"),
         # gradients at exact ties (the gradients check's float64 part: zero biases, blank inputs)
         Mutant("ReLU as torch.maximum(x, 0) (a tie splits the gradient: 0.5, TF's ReluGrad 0)", C2, edit_model(
-            lambda m: replace(m, "conv1.1", Call(lambda x, m: torch.maximum(x, torch.zeros_like(x))))), ("gradients",),
+            lambda m: replace(m, "pool1.1", Call(lambda x, m: torch.maximum(x, torch.zeros_like(x))))), ("gradients",),
             "gradients", "ties: conv2d/bias", fast=True),
         Mutant("lrelu as torch.maximum(x, 0.3 x) (a tie splits the gradient: 0.65, TF's 1)", VAE, edit_model(lambda m: [
             replace(m, f"encoder.{i}.1", Call(lambda x, m: torch.maximum(x, x * 0.3))) for i in (0, 2, 4)]),
@@ -467,8 +469,8 @@ def _bugs() -> list[Mutant]:
         Mutant("ELU instead of ReLU", MLP, edit_model(lambda m: replace(m, "hidden.0.1", nn.ELU())), SINGLE, "forward",
                "dense"),
         Mutant("max pool 2x2 instead of 3x3 stride 2", C3, edit_model(
-            lambda m: setattr(m, "pool2", nn.MaxPool2d(2, 2))), SINGLE, "forward", "max_pooling2d_1"),
-        Mutant("average pool instead of max pool", C2, edit_model(lambda m: setattr(m, "pool2", nn.AvgPool2d(2, 2))),
+            lambda m: replace(m, "pool2.0", nn.MaxPool2d(2, 2))), SINGLE, "forward", "max_pooling2d_1"),
+        Mutant("average pool instead of max pool", C2, edit_model(lambda m: replace(m, "pool2.0", nn.AvgPool2d(2, 2))),
                SINGLE, "forward", "max_pooling2d_1"),
         Mutant("VALID conv written as SAME", C3, edit_model(
             lambda m: replace(m, "conv2.0", Conv2dSame(64, 96, 3))), SINGLE, "forward", "conv2d_1"),
@@ -715,9 +717,9 @@ def _equivalents() -> list[Mutant]:
     def in_place_relus(model):
         set_all(model, nn.ReLU, inplace=True)
 
-    def relu_after_pool(model):  # conv -> pool -> ReLU instead of conv -> ReLU -> pool
-        model.conv1 = nn.Sequential(model.conv1[0])
-        model.pool1 = nn.Sequential(model.pool1, nn.ReLU())
+    def relu_before_pool(model):  # conv -> ReLU -> pool, as the original writes it, for the port's conv -> pool -> ReLU
+        model.conv1 = nn.Sequential(model.conv1[0], nn.ReLU())
+        model.pool1 = model.pool1[0]
 
     def functional_relus(model):
         for name, module in list(model.named_modules()):
@@ -746,10 +748,10 @@ def _equivalents() -> list[Mutant]:
                SINGLE),
         Mutant("NHWC flatten with a plainly transposed dense kernel", C2, edit_map(
             C2, _dense_after_flatten_as_plain_dense, nhwc_flatten), ("forward", "gradients"), fast=True),
-        Mutant("ReLU after the max pool instead of before", C3, edit_model(relu_after_pool),
+        Mutant("ReLU before the max pool instead of after", C3, edit_model(relu_before_pool),
                ("forward", "loss", "gradients", "train_mode", "step/sgd"), fast=True),
         Mutant("a tap taken before its ReLU (the conv, not conv + ReLU)", C3, edit_map(C3, edit_taps=lambda taps: tuple(
-            dataclasses.replace(t, port="conv2.0") if t.port == "conv2" else t for t in taps)),
+            dataclasses.replace(t, then=None) if t.port == "conv2" else t for t in taps)),
             ("forward", "loss", "gradients", "train_mode")),
         Mutant("BN through F.batch_norm", WRN, edit_model(_functional_bns), ("forward", "train_mode")),
         Mutant("SAME padding by F.pad then a VALID conv", C2, edit_model(
@@ -790,7 +792,7 @@ def _equivalents() -> list[Mutant]:
         Mutant("VAE epsilon by empty_like().normal_()", VAE, edit_model(lambda m: rewrite_forward(
             m.sample, _reparameterize(lambda mean: torch.empty_like(mean).normal_()))), SINGLE),
         Mutant("ReLU as clamp(min=0) (its gradient at 0 is 0, as TF's)", C2, edit_model(
-            lambda m: replace(m, "conv1.1", Call(lambda x, m: x.clamp(min=0)))), ("forward", "gradients")),
+            lambda m: replace(m, "pool1.1", Call(lambda x, m: x.clamp(min=0)))), ("forward", "gradients")),
         Mutant("quadratic: (x - theta) for (theta - x)", QUAD, edit_model(lambda m: rewrite_forward(
             m, _quadratic_forward(lambda theta, x, q: 0.5 * (((x - theta) @ q) * (x - theta)).sum(1)))),
             ("forward", "gradients")),

@@ -52,7 +52,7 @@ def test_inferred_map_is_the_hand_written_one(problem):
     inferred_taps = {row.reference: row for row in inferred.taps}
     assert set(inferred_taps) == {row.reference for row in hand.taps}
     for row in hand.taps:
-        assert inferred_taps[row.reference].then is None
+        assert inferred_taps[row.reference].then == row.then
         assert _same_tensor(calls, inferred_taps[row.reference].port, row.port), (row, inferred_taps[row.reference])
 
 

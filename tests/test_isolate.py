@@ -53,7 +53,7 @@ def test_every_slip_of_all_cnn_c_is_listed_at_its_own_layer_with_its_hint():
 
 def test_pool_padding_and_l2_on_biases_listed_with_hints():
     def edit(model):
-        model.pool1 = nn.MaxPool2d(3, 2, padding=1)
+        model.pool1[0] = nn.MaxPool2d(3, 2, padding=1)
 
     def loss_terms(problem, model, logits, labels):
         data_loss = losses.softmax_cross_entropy(logits, labels).mean()
@@ -161,7 +161,7 @@ class _Apply(nn.Module):
 
 def test_sign_flips_are_not_round_off_when_the_layers_differ():
     def edit(model):
-        model.pool1 = nn.MaxPool2d(3, 2, padding=1)
+        model.pool1[0] = nn.MaxPool2d(3, 2, padding=1)
     [result] = audit_problem(port_with(edit), "cifar10_3c3d", "float32", checks=["gradients"])
     assert not result.passed
     assert any("not attributed to round-off" in note or "more than round-off explains" in note

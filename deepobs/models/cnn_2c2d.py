@@ -10,10 +10,11 @@ from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_last
 class TwoC2D(nn.Module):
     def __init__(self, num_outputs: int = 10, in_channels: int = 1):
         super().__init__()
-        self.conv1 = nn.Sequential(Conv2dSame(in_channels, 32, 5), nn.ReLU())
-        self.pool1 = MaxPool2dSame(2, 2)
-        self.conv2 = nn.Sequential(Conv2dSame(32, 64, 5), nn.ReLU())
-        self.pool2 = MaxPool2dSame(2, 2)
+        # conv -> max pool -> ReLU for the original's conv -> ReLU -> max pool, as in 3c3d (cnn_3c3d.py).
+        self.conv1 = nn.Sequential(Conv2dSame(in_channels, 32, 5))
+        self.pool1 = nn.Sequential(MaxPool2dSame(2, 2), nn.ReLU())
+        self.conv2 = nn.Sequential(Conv2dSame(32, 64, 5))
+        self.pool2 = nn.Sequential(MaxPool2dSame(2, 2), nn.ReLU())
         self.flatten = FlattenNCHW()
         self.fc1 = nn.Sequential(nn.Linear(7 * 7 * 64, 1024), nn.ReLU())
         self.fc2 = nn.Linear(1024, num_outputs)

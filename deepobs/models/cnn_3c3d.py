@@ -11,12 +11,14 @@ from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_las
 class ThreeC3D(nn.Module):
     def __init__(self, num_outputs: int = 10, in_channels: int = 3):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, 5), nn.ReLU())  # VALID
-        self.pool1 = MaxPool2dSame(3, 2)
-        self.conv2 = nn.Sequential(nn.Conv2d(64, 96, 3), nn.ReLU())  # VALID
-        self.pool2 = MaxPool2dSame(3, 2)
-        self.conv3 = nn.Sequential(Conv2dSame(96, 128, 3), nn.ReLU())
-        self.pool3 = MaxPool2dSame(3, 2)
+        # The original's conv -> ReLU -> max pool, run as conv -> max pool -> ReLU (docs/problems.md: equal
+        # values and gradients, ties included; the ReLU's two passes then touch a quarter of the elements).
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, 5))  # VALID
+        self.pool1 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(64, 96, 3))  # VALID
+        self.pool2 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
+        self.conv3 = nn.Sequential(Conv2dSame(96, 128, 3))
+        self.pool3 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
         self.flatten = FlattenNCHW()
         self.fc1 = nn.Sequential(nn.Linear(3 * 3 * 128, 512), nn.ReLU())
         self.fc2 = nn.Sequential(nn.Linear(512, 256), nn.ReLU())
