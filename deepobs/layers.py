@@ -64,8 +64,10 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             # Stride 1: the correlation of the input, padded by kernel - 1 less the crop, with the flipped kernel
             # (in and out swapped) is the cropped output itself, as TF's Conv2DBackpropInput computes it: 14x14
             # instead of the full 17x17 then cropped, and oneDNN's forward convolution (docs/benchmarks.md).
-            padded = F.pad(x, (kw - 1 - left, kw - 1 - right, kh - 1 - top, kh - 1 - bottom))
-            return F.conv2d(padded, self.weight.flip(2, 3).transpose(0, 1), self.bias)
+            # In channels_last: oneDNN's backward of this convolution is x1.36 faster in NHWC here.
+            padded = F.pad(channels_last(x), (kw - 1 - left, kw - 1 - right, kh - 1 - top, kh - 1 - bottom))
+            kernel = self.weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+            return F.conv2d(padded, kernel, self.bias)
         y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
 
@@ -174,7 +176,7 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x
         scale = 1 / (1 - self.p) if self.p < 1 else 0.0
-        kept = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(scale)
+        kept = torch.rand_like(x).ge_(self.p).mul_(scale)  # 1.0 / 0.0 in the draw's own buffer, then scaled
         return x.mul_(kept) if self.inplace else x * kept
 
 
@@ -193,6 +195,14 @@ class _FlattenKeepingLayout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad.reshape(ctx.shape).contiguous(memory_format=ctx.memory_format)
+
+
+class FlattenNHWC(nn.Module):
+    """Flatten in TF's own order (NHWC), a view of a channels_last activation in both directions; the next
+    dense kernel maps as a plain transpose."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1)
 
 
 class FlattenNCHW(nn.Module):

@@ -192,12 +192,11 @@ def vae_map() -> ProblemMap:
     """deepobs.models.vae.VAE: encoder.{0,2,4} convs, mean, std_dev.0, decoder_dense.{0,1}, decoder_convs.{0,2,4}, output."""
     params = (conv_rows("encoder.0.0", "encoder/conv2d") + conv_rows("encoder.2.0", "encoder/conv2d_1")
               + conv_rows("encoder.4.0", "encoder/conv2d_2")
-              + dense_rows("mean", "encoder/dense", after_flatten_chw=(64, 7, 7))
-              + dense_rows("std_dev.0", "encoder/dense_1", after_flatten_chw=(64, 7, 7))
+              + dense_rows("mean", "encoder/dense") + dense_rows("std_dev.0", "encoder/dense_1")
               + dense_rows("decoder_dense.0.0", "decoder/dense") + dense_rows("decoder_dense.1.0", "decoder/dense_1"))
     for index, layer in enumerate(("conv2d_transpose", "conv2d_transpose_1", "conv2d_transpose_2")):
         params += conv_transpose_rows(f"decoder_convs.{2 * index}.0", f"decoder/{layer}")
-    params += dense_rows("output.0", "decoder/dense_2", after_flatten_chw=(64, 14, 14))
+    params += dense_rows("output.0", "decoder/dense_2")  # the port flattens in TF's NHWC order
     taps = [("encoder/conv2d", "encoder.0"), ("encoder/dropout", "encoder.1"), ("encoder/conv2d_1", "encoder.2"),
             ("encoder/dropout_1", "encoder.3"), ("encoder/conv2d_2", "encoder.4"), ("encoder/dropout_2", "encoder.5"),
             ("encoder/dense", "mean"), ("encoder/dense_1", "std_dev.0"), ("encoder/z", "sample"),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import Conv2dSame, ConvTranspose2dSame, Dropout, FlattenNCHW, tf_glorot_uniform_
+from deepobs.layers import Conv2dSame, ConvTranspose2dSame, Dropout, FlattenNHWC, channels_last, tf_glorot_uniform_
 
 N_LATENT = 8
 DROPOUT = 0.2
@@ -69,7 +69,7 @@ class VAE(nn.Module):
             nn.Sequential(Conv2dSame(1, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
             nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
             nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), Dropout(DROPOUT),  # pads 1 before, 2 after
-            FlattenNCHW())
+            FlattenNHWC())
         self.mean = nn.Linear(7 * 7 * 64, n_latent)
         self.std_dev = nn.Sequential(nn.Linear(7 * 7 * 64, n_latent), Scale(0.5))
         self.sample = Reparameterize()
@@ -80,15 +80,17 @@ class VAE(nn.Module):
             nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), Dropout(DROPOUT),  # 7 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), Dropout(DROPOUT),  # 14 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()),  # no dropout after the last one
-            FlattenNCHW())
+            FlattenNHWC())
         self.output = nn.Sequential(nn.Linear(14 * 14 * 64, 28 * 28), nn.Sigmoid())
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                 tf_glorot_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        # Activations in channels_last (oneDNN's NHWC kernels, flattened in TF's order without a copy).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor):
-        x = self.encoder(images.reshape(-1, 1, 28, 28))
+        x = self.encoder(channels_last(images.reshape(-1, 1, 28, 28)))
         mean, std_dev = self.mean(x), self.std_dev(x)
         z = self.sample(mean, std_dev)
         x = self.decoder_dense(z).reshape(-1, 1, 7, 7)  # NHWC [-1, 7, 7, 1] has the same order
