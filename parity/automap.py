@@ -7,8 +7,10 @@ transposed-conv kernel with an nn.ConvTranspose2d, BN variables with a BatchNorm
 kernel and bias with one layer of an nn.LSTM (weight_ih + weight_hh, gates reordered), and
 variables outside tf.layers (an embedding, a softmax matrix, a scalar) with the next parameter of
 equal shape (or transposed shape, for an nn.Linear weight). Equal-shaped layers pair in order. A
-dense layer that reads a flattened conv/pool map gets the NCHW->NHWC row permutation (the port is
-taken to flatten NCHW, as torch.flatten(x, 1) does).
+dense layer that reads a flattened conv/pool map gets the NCHW->NHWC row permutation when the port
+flattens in NCHW order (torch.flatten(x, 1)) and a plain transpose when it flattens in NHWC order, as
+the reference does: read off one CPU forward pass on a random batch (the layer's input against the
+map before it, flattened either way); NCHW when neither fits, said so in a note.
 
 Taps: the port model runs once (meta device when it can, else a zero batch on the CPU) with hooks
 on every module. A layer's tap is the module that owns its weights, or the activation module (or
@@ -178,9 +180,6 @@ def _match_layer(layer: ReferenceLayer, units: list[PortUnit], description: Desc
         return LayerMatch(layer, unit, "conv_transpose_rows", (unit.module, layer.name))
     if layer.kind == "dense":
         chw = next((t.dense_input for t in description.taps if t.name == layer.name), None)
-        if chw:
-            notes.append(f"{layer.name}: reads a flattened {chw[1]}x{chw[2]}x{chw[0]} map; {unit.module} is taken to "
-                         f"read it flattened in NCHW order (torch.flatten(x, 1)), so its rows are permuted")
         return LayerMatch(layer, unit, "dense_rows", (unit.module, layer.name),
                           {"after_flatten_chw": chw} if chw else {})
     if layer.kind == "batch_norm":
@@ -280,6 +279,68 @@ def infer_params(model: nn.Module, description: Description) -> tuple[list[Layer
     if left := [n for n, p in model.named_parameters() if p.requires_grad and n not in mapped]:
         raise AmbiguousMapError(f"port parameters that no reference variable fits: {', '.join(left)}")
     return matches, notes
+
+
+def _random_inputs(problem: str) -> tuple[torch.Tensor, ...]:
+    """The trace's example batch on the CPU with random values (zeros flatten alike in every order)."""
+    generator = torch.Generator().manual_seed(0)
+    return tuple(x if x.dtype == torch.long else torch.rand(x.shape, generator=generator)
+                 for x in _example_inputs(problem, "cpu"))
+
+
+def flatten_orders(model: nn.Module, inputs: tuple, dense_inputs: dict[str, tuple]) -> dict[str, str | None]:
+    """For each nn.Linear named in `dense_inputs` (module -> the (C, H, W) map it reads flattened): "nchw" or
+    "nhwc", the order in which its input holds the last C x H x W module output before it; None if neither."""
+    last_map: dict[tuple, torch.Tensor] = {}
+    orders: dict[str, str | None] = {}
+
+    def remember(module, args, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            last_map[tuple(output.shape[1:])] = output
+
+    def compare(module, args, name):
+        chw, (flat,) = dense_inputs[name], args[:1]
+        maps = last_map.get(tuple(chw))
+        if maps is None or name in orders:
+            orders.setdefault(name, None)
+            return
+        candidates = {"nchw": maps.flatten(1), "nhwc": maps.permute(0, 2, 3, 1).flatten(1)}
+        orders[name] = next((order for order, value in candidates.items() if torch.equal(flat, value)), None)
+
+    modules = dict(model.named_modules())
+    handles = [module.register_forward_hook(remember) for module in modules.values()]
+    handles += [modules[name].register_forward_pre_hook(lambda m, a, name=name: compare(m, a, name))
+                for name in dense_inputs]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return orders
+
+
+def _apply_flatten_orders(matches: list[LayerMatch], build_model, problem: str, reference_problem: str,
+                          notes: list[str]) -> None:
+    """Dense layers after a flatten: the row permutation for an NCHW flatten, none for an NHWC one."""
+    flattened = {m.unit.module: m for m in matches if m.kwargs.get("after_flatten_chw")}
+    if not flattened:
+        return
+    orders = flatten_orders(build_model(problem), _random_inputs(reference_problem),
+                            {name: m.kwargs["after_flatten_chw"] for name, m in flattened.items()})
+    for name, match in flattened.items():
+        c, h, w = match.kwargs["after_flatten_chw"]
+        where = f"{match.reference.name}: reads a flattened {h}x{w}x{c} map; {name}"
+        if orders.get(name) == "nhwc":
+            match.kwargs = {}
+            match.rows = HELPERS[match.helper](*match.args)
+            notes.append(f"{where} reads it flattened in NHWC order, as the reference: a plain transpose")
+        elif orders.get(name) == "nchw":
+            notes.append(f"{where} reads it flattened in NCHW order (torch.flatten(x, 1)), so its rows are permuted")
+        else:
+            notes.append(f"{where}: neither flatten order of the map before it matched its input on a random "
+                         f"batch; taken to be NCHW (torch.flatten(x, 1)), so its rows are permuted")
 
 
 # --- taps ----------------------------------------------------------------------
@@ -452,20 +513,28 @@ def _build_for_trace(build_model, problem: str) -> tuple[nn.Module, str]:
         return build_model(problem), "cpu"
 
 
+def trace_port(build_model, problem: str, reference_problem: str | None = None, built=None) -> list[Call]:
+    """trace_calls of the port's model, on the meta device when it builds and runs there, else on the CPU
+    (`built`: the model and device _build_for_trace already gave)."""
+    model, device = built or _build_for_trace(build_model, problem)
+    inputs_problem = reference_problem or problem
+    try:
+        return trace_calls(model, _example_inputs(inputs_problem, device))
+    except Exception as error:  # noqa: BLE001 - e.g. an op without a meta kernel: trace a zero batch on the CPU
+        if device == "cpu":
+            raise AmbiguousMapError(f"the port's forward pass failed while tracing its modules: "
+                                    f"{type(error).__name__}: {error}") from None
+        return trace_calls(build_model(problem), _example_inputs(inputs_problem, "cpu"))
+
+
 def infer_map(build_model, problem: str, reference_problem: str | None = None,
               description: Description | None = None) -> InferredMap:
     """A ProblemMap for the model `build_model(problem)` against the reference's `reference_problem`."""
     description = description or describe(reference_problem or problem)
     model, device = _build_for_trace(build_model, problem)
     matches, notes = infer_params(model, description)
-    try:
-        calls = trace_calls(model, _example_inputs(description.problem, device))
-    except Exception as error:  # noqa: BLE001 - e.g. an op without a meta kernel: trace a zero batch on the CPU
-        if device == "cpu":
-            raise AmbiguousMapError(f"the port's forward pass failed while tracing its modules: "
-                                    f"{type(error).__name__}: {error}") from None
-        model = build_model(problem)
-        calls = trace_calls(model, _example_inputs(description.problem, "cpu"))
+    _apply_flatten_orders(matches, build_model, problem, description.problem, notes)
+    calls = trace_port(build_model, problem, description.problem, (model, device))
     weight_modules = {m.unit.module for m in matches}
     taps, uncompared, tap_notes = infer_taps(description, matches, calls, weight_modules)
     params = tuple(row for match in matches for row in match.rows)

@@ -11,10 +11,11 @@ from torch import nn
 
 from deepobs.problems import PROBLEMS
 from parity.audit import CHECK_NAMES, DEEP_PROBLEMS, audit_problem, run_audit
-from parity.automap import AmbiguousMapError, _example_inputs, infer_map, trace_calls
+from parity.automap import AmbiguousMapError, infer_map, trace_port
 from parity.cli import main
 from parity.describe import describe
 from parity.maps import MAPS
+from parity.mutants import Call
 from parity.port import Port, load_port
 from parity.report import summary, to_markdown, verdict_line
 
@@ -46,14 +47,30 @@ def test_inferred_map_is_the_hand_written_one(problem):
     hand = MAPS[problem]
     assert sorted(inferred.params, key=repr) == sorted(hand.params, key=repr)
     assert inferred.uncompared == ()
-    with torch.device("meta"):
-        model = build(problem)
-    calls = trace_calls(model, _example_inputs(problem, "meta"))
+    calls = trace_port(build, problem)
     inferred_taps = {row.reference: row for row in inferred.taps}
     assert set(inferred_taps) == {row.reference for row in hand.taps}
     for row in hand.taps:
         assert inferred_taps[row.reference].then == row.then
         assert _same_tensor(calls, inferred_taps[row.reference].port, row.port), (row, inferred_taps[row.reference])
+
+
+@pytest.mark.parametrize("flatten, transform, note", [
+    (lambda x: x.flatten(1), "dense_after_flatten", "NCHW order (torch.flatten(x, 1))"),
+    (lambda x: x.permute(0, 2, 3, 1).flatten(1), "dense", "NHWC order, as the reference"),
+    (lambda x: x.transpose(2, 3).flatten(1), "dense_after_flatten", "neither flatten order"),
+])
+def test_the_flatten_order_is_read_off_a_forward_pass(flatten, transform, note):
+    """fc1 reads pool2's 64 x 7 x 7 map: rows permuted for an NCHW flatten, a plain transpose for an NHWC one
+    (the reference's own order), and the NCHW default, said so, for an order that is neither."""
+    def build(name):
+        model = PROBLEMS[name].build_model()
+        model.flatten = Call(lambda x, module: flatten(x))
+        return model
+    inferred = infer_map(build, "mnist_2c2d")
+    [kernel] = [row for row in inferred.problem_map.params if row.port == "fc1.0.weight"]
+    assert kernel.transform == transform
+    assert any(note in line for line in inferred.notes if line.startswith("dense:")), inferred.notes
 
 
 def test_check_names_are_the_checks():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -387,7 +388,7 @@ model = problem.model()
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 batch = (torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,)))
 faults, losses = [], []
-for _ in range(8):
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loss = runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -410,10 +411,11 @@ def test_keep_freed_memory_reuses_the_steps_activations_instead_of_faulting_them
     assert applied == "True"
     assert kept_losses == default_losses  # where the memory comes from changes no value, bit for bit
     # glibc's default hands the step's freed activations (up to 25 MB each) back and faults them in again
-    # (measured: 11,000-18,000 pages per step); kept, the steps after warm-up fault in next to none
-    # (measured: 0, now and then one block of ~1,700 pages).
-    assert all(count > 5000 for count in default[-4:]), default
-    assert sum(kept[-4:]) < 0.1 * sum(default[-4:]), (kept, default)
+    # (measured after the 2 warm-up steps: 15,000-23,000 pages per step, now and then a step of ~600 when its
+    # dynamic threshold has just risen); kept, next to none (measured: 0-161 in all 10 steps).
+    warm_default, warm_kept = default[2:], kept[2:]
+    assert statistics.median(warm_default) > 5000, default
+    assert sum(warm_kept) < 0.05 * sum(warm_default), (kept, default)
 
 
 LARGE_BLOCK_PROBE = """
