@@ -311,14 +311,19 @@ def flatten_orders(model: nn.Module, inputs: tuple, dense_inputs: dict[str, tupl
     handles = [module.register_forward_hook(remember) for module in modules.values()]
     handles += [modules[name].register_forward_pre_hook(lambda m, a, name=name: compare(m, a, name))
                 for name in dense_inputs]
+    _run_hooked(model, inputs, handles, training=False)
+    return orders
+
+
+def _run_hooked(model: nn.Module, inputs: tuple, handles: list, training: bool) -> None:
+    """One forward pass without gradients in the given mode; the hooks are removed whatever happens."""
     try:
-        model.eval()
+        model.train(training)
         with torch.no_grad():
             model(*inputs)
     finally:
         for handle in handles:
             handle.remove()
-    return orders
 
 
 def _apply_flatten_orders(matches: list[LayerMatch], build_model, problem: str, reference_problem: str,
@@ -392,13 +397,7 @@ def trace_calls(model: nn.Module, inputs: tuple) -> list[Call]:
         if name:
             handles.append(module.register_forward_pre_hook(lambda m, a, name=name: before(m, a, name)))
             handles.append(module.register_forward_hook(lambda m, a, o, name=name: after(m, a, o, name)))
-    try:
-        model.train(True)
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_hooked(model, inputs, handles, training=True)
     return calls
 
 
