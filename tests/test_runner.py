@@ -377,6 +377,14 @@ def test_compiled_evaluation_reports_what_eager_evaluation_does(cifar_results, d
 
 # --- the allocator setting (--keep-freed-memory, the default) ---------------------------------------
 
+def probe_lines(source: str, mode: str, timeout: int) -> list[list[str]]:
+    """The words of the last two lines a probe prints, run in a fresh interpreter (allocator settings are
+    process-wide)."""
+    completed = subprocess.run([sys.executable, "-c", source, mode], capture_output=True, text=True,
+                               timeout=timeout, check=True)
+    return [line.split() for line in completed.stdout.splitlines()[-2:]]
+
+
 KEPT_MEMORY_PROBE = """
 import resource, sys, torch
 from deepobs import runner
@@ -401,11 +409,8 @@ print(*losses)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_keep_freed_memory_reuses_the_steps_activations_instead_of_faulting_them_in_again():
     def faults(mode):
-        completed = subprocess.run([sys.executable, "-c", KEPT_MEMORY_PROBE, mode], capture_output=True, text=True,
-                                   timeout=300, check=True)
-        fault_line, loss_line = completed.stdout.splitlines()[-2:]
-        applied, *counts = fault_line.split()
-        return applied, [int(count) for count in counts], loss_line.split()
+        (applied, *counts), losses = probe_lines(KEPT_MEMORY_PROBE, mode, timeout=300)
+        return applied, [int(count) for count in counts], losses
 
     (applied, kept, kept_losses), (_, default, default_losses) = faults("keep"), faults("default")
     assert applied == "True"
@@ -441,9 +446,7 @@ print(*released)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_keep_freed_memory_keeps_blocks_above_the_largest_mmap_threshold():
     def probe(mode):
-        completed = subprocess.run([sys.executable, "-c", LARGE_BLOCK_PROBE, mode], capture_output=True, text=True,
-                                   timeout=120, check=True)
-        (applied, *faults), released = (line.split() for line in completed.stdout.splitlines()[-2:])
+        (applied, *faults), released = probe_lines(LARGE_BLOCK_PROBE, mode, timeout=120)
         return applied, [int(count) for count in faults], [int(count) for count in released]
 
     (applied, kept_faults, kept_released), (_, default_faults, default_released) = probe("keep"), probe("default")
