@@ -326,13 +326,13 @@ def _run_hooked(model: nn.Module, inputs: tuple, handles: list, training: bool) 
             handle.remove()
 
 
-def _apply_flatten_orders(matches: list[LayerMatch], build_model, problem: str, reference_problem: str,
-                          notes: list[str]) -> None:
-    """Dense layers after a flatten: the row permutation for an NCHW flatten, none for an NHWC one."""
+def _apply_flatten_orders(matches: list[LayerMatch], cpu_model, reference_problem: str, notes: list[str]) -> None:
+    """Dense layers after a flatten: the row permutation for an NCHW flatten, none for an NHWC one.
+    `cpu_model()` gives the port's model on the CPU (values are needed), built only when some layer asks."""
     flattened = {m.unit.module: m for m in matches if m.kwargs.get("after_flatten_chw")}
     if not flattened:
         return
-    orders = flatten_orders(build_model(problem), _random_inputs(reference_problem),
+    orders = flatten_orders(cpu_model(), _random_inputs(reference_problem),
                             {name: m.kwargs["after_flatten_chw"] for name, m in flattened.items()})
     for name, match in flattened.items():
         c, h, w = match.kwargs["after_flatten_chw"]
@@ -532,7 +532,8 @@ def infer_map(build_model, problem: str, reference_problem: str | None = None,
     description = description or describe(reference_problem or problem)
     model, device = _build_for_trace(build_model, problem)
     matches, notes = infer_params(model, description)
-    _apply_flatten_orders(matches, build_model, problem, description.problem, notes)
+    _apply_flatten_orders(matches, lambda: model if device == "cpu" else build_model(problem), description.problem,
+                          notes)
     calls = trace_port(build_model, problem, description.problem, (model, device))
     weight_modules = {m.unit.module for m in matches}
     taps, uncompared, tap_notes = infer_taps(description, matches, calls, weight_modules)

@@ -130,25 +130,27 @@ def mlp_map() -> ProblemMap:
     return ProblemMap(tuple(params), tuple(TapRow(layer_name("dense", i), port) for i, port in enumerate(ports)))
 
 
+def _conv_pool_dense_taps(convs: int, denses: int) -> list[TapRow]:
+    """2c2d's and 3c3d's taps: conv{i} (its ReLU runs after the pool, deepobs/models/cnn_3c3d.py, so the conv's
+    module output is before it), pool{i} (after that ReLU), then fc{i}."""
+    taps = []
+    for i in range(convs):
+        taps += [TapRow(layer_name("conv2d", i), f"conv{i + 1}", then="relu"),
+                 TapRow(layer_name("max_pooling2d", i), f"pool{i + 1}")]
+    return taps + [TapRow(layer_name("dense", i), f"fc{i + 1}") for i in range(denses)]
+
+
 def cnn_2c2d_map() -> ProblemMap:
     params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1")
     params += dense_rows("fc1.0", "dense", after_flatten_chw=(64, 7, 7)) + dense_rows("fc2", "dense_1")
-    # The port's ReLUs run after the pools (deepobs/models/cnn_2c2d.py): a conv's module output is before it.
-    taps = [TapRow("conv2d", "conv1", then="relu"), TapRow("max_pooling2d", "pool1"),
-            TapRow("conv2d_1", "conv2", then="relu"), TapRow("max_pooling2d_1", "pool2"), TapRow("dense", "fc1"),
-            TapRow("dense_1", "fc2")]
-    return ProblemMap(tuple(params), tuple(taps))
+    return ProblemMap(tuple(params), tuple(_conv_pool_dense_taps(convs=2, denses=2)))
 
 
 def cnn_3c3d_map() -> ProblemMap:
     params = conv_rows("conv1.0", "conv2d") + conv_rows("conv2.0", "conv2d_1") + conv_rows("conv3.0", "conv2d_2")
     params += dense_rows("fc1.0", "dense", after_flatten_chw=(128, 3, 3))
     params += dense_rows("fc2.0", "dense_1") + dense_rows("fc3", "dense_2")
-    taps = [TapRow("conv2d", "conv1", then="relu"), TapRow("max_pooling2d", "pool1"),
-            TapRow("conv2d_1", "conv2", then="relu"), TapRow("max_pooling2d_1", "pool2"),
-            TapRow("conv2d_2", "conv3", then="relu"), TapRow("max_pooling2d_2", "pool3"), TapRow("dense", "fc1"),
-            TapRow("dense_1", "fc2"), TapRow("dense_2", "fc3")]
-    return ProblemMap(tuple(params), tuple(taps))
+    return ProblemMap(tuple(params), tuple(_conv_pool_dense_taps(convs=3, denses=3)))
 
 
 def allcnnc_map() -> ProblemMap:
