@@ -13,14 +13,15 @@ import torch
 THREADS = int(os.environ.get("PARITY_THREADS", min(os.cpu_count() or 1, 2)))
 
 
-def load_tensorflow():
-    """Import TF (via the reference's guarded import) and pin its thread pools once."""
+def load_tensorflow(inter_op_threads: int = THREADS):
+    """Import TF (via the reference's guarded import) and pin its thread pools once (the first call's
+    `inter_op_threads` wins: 1 runs its ops one after the other, as torch's eager engine does)."""
     from tf_reference._tf import tf
 
     if not getattr(load_tensorflow, "_configured", False):
         try:
             tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-            tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
         except RuntimeError:
             pass  # TF's runtime already started (another module used it first): keep its pools
         load_tensorflow._configured = True
