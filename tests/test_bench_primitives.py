@@ -58,3 +58,13 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--steps and --reference-inter-op take >= 1, "
                                                                      "--warmup >= 0")
+
+
+def test_both_children_run_and_report(capsys):
+    """End to end on the smallest problem: each framework's child runs its step under ONEDNN_VERBOSE."""
+    main(["mnist_logreg", "train", "--steps", "1", "--warmup", "1"])
+    report = capsys.readouterr().out
+    assert report.startswith("mnist_logreg train: oneDNN primitives per step (reference with 1 inter-op thread(s))")
+    step = next(line for line in report.splitlines() if line.startswith("| step (wall) |"))
+    port_ms, reference_ms = (float(cell.split()[0]) for cell in step.strip("|").split("|")[1:])
+    assert port_ms > 0 and reference_ms > 0
