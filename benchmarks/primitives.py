@@ -25,7 +25,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+REPOSITORY = Path(__file__).resolve().parents[1]  # the children import benchmarks, deepobs, tf_reference
 MARK = "=== timed steps ==="
 STEP_PREFIX = "step ms "
 
@@ -110,7 +112,7 @@ def run_child(framework: str, problem: str, phase: str, steps: int, warmup: int,
     env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1", TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "benchmarks.primitives", problem, phase, "--child", framework,
                "--steps", str(steps), "--warmup", str(warmup), "--reference-inter-op", str(inter_op)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPOSITORY)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"error: the {framework} step failed ({problem} {phase}): {tail}")
