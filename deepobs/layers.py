@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepobs import native
+
 # TF1's VarianceScaling(distribution="truncated_normal") divides the std by the
 # std of a unit normal truncated at +-2, so the truncated draw has the target std.
 TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978
@@ -73,21 +75,52 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
 
 class MaxPool2dSame(nn.Module):
-    """TF max_pool with 'SAME' padding: padded positions never win (-inf), extra pixel after."""
+    """TF max_pool with 'SAME' padding: padded positions never win (-inf), extra pixel after.
+
+    In a training step on float32 NHWC input the pool runs deepobs.native's kernel (bit-identical to the
+    aten path below, faster); `forward(x, relu=True)` is the pool followed by ReLU, fused there.
+    """
 
     def __init__(self, kernel_size: int, stride: int):
         super().__init__()
         self.kernel_size = (kernel_size, kernel_size)
         self.stride = (stride, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         top, bottom, left, right = _same_pads_hw(x, self.kernel_size, self.stride)
+        if native.max_pool_applies(x):
+            out_size = tuple(-(-size // stride) for size, stride in zip(x.shape[-2:], self.stride))
+            return native.max_pool(x, self.kernel_size, self.stride, (top, left), out_size, relu)
         if _implicit_pool_padding_is_same(x.shape[-2:], self.kernel_size, self.stride, (top, left)):
             # max_pool2d's own padding is -inf and ceil_mode clips the last window at the edge: the
             # same windows as padding -inf after, without materialising a padded copy.
-            return F.max_pool2d(x, self.kernel_size, self.stride, (top, left), ceil_mode=True)
-        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+            pooled = F.max_pool2d(x, self.kernel_size, self.stride, (top, left), ceil_mode=True)
+        else:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+            pooled = F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.relu(pooled) if relu else pooled
+
+
+class MaxPoolReLU(nn.Sequential):
+    """Sequential(MaxPool2dSame, nn.ReLU), the two run as one (MaxPool2dSame.forward(x, relu=True)).
+
+    The children stay, so taps, hooks and planted bugs address them as before ("pool1.0", "pool1.1"); once one
+    is replaced, hooked or not a plain nn.ReLU, the Sequential runs them one after the other.
+    """
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__(MaxPool2dSame(kernel_size, stride), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fusable():
+            return self[0](x, relu=True)
+        return super().forward(x)
+
+    def _fusable(self) -> bool:
+        pool, activation = self[0], self[1]
+        hooked = any(module._forward_hooks or module._forward_pre_hooks for module in (pool, activation))
+        return (len(self) == 2 and type(pool) is MaxPool2dSame and type(activation) is nn.ReLU and not hooked
+                and not activation.inplace)
 
 
 def _implicit_pool_padding_is_same(size, kernel, stride, before) -> bool:

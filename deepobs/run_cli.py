@@ -52,6 +52,10 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
                         default=RunSettings.keep_freed_memory,
                         help="have glibc malloc keep freed blocks up to 32 MiB for the next step instead of returning "
                              "them to the OS (default: %(default)s; docs/benchmarks.md measures both)")
+    parser.add_argument("--native-kernels", action=argparse.BooleanOptionalAction,
+                        default=RunSettings.native_kernels,
+                        help="run the training step's max pools on deepobs.native's C kernel, built with the system "
+                             "compiler on first use; bit-identical to aten's, faster (default: %(default)s)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", dest="if_exists", action="store_const", const="skip", default="error",
                           help="if this setting and seed has a result, do nothing (exit 0)")
@@ -81,7 +85,7 @@ def settings_from_args(args: argparse.Namespace, specs: list) -> RunSettings:
         random_seed=args.random_seed, data_dir=args.data_dir, output_dir=args.output_dir,
         train_log_interval=args.train_log_interval, print_train_iter=args.print_train_iter, no_logs=args.no_logs,
         valid_split=args.valid_split, device=args.device, compile=args.compile,
-        keep_freed_memory=args.keep_freed_memory,
+        keep_freed_memory=args.keep_freed_memory, native_kernels=args.native_kernels,
         if_exists=args.if_exists)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepobs import results
+from deepobs import native, results
 from deepobs.datasets import DEFAULT_DATA_DIR, DataError, get_dataset
 from deepobs.optimizer_flags import import_optimizer, step_needs_closure
 from deepobs.problems import Problem, get_problem
@@ -64,6 +64,7 @@ class RunSettings:
     device: str = "auto"
     compile: bool = True  # torch.compile the model (inductor); see build_model
     keep_freed_memory: bool = True  # glibc malloc keeps freed blocks for reuse; see keep_freed_memory
+    native_kernels: bool = True  # deepobs.native's C kernels where they apply (bit-identical to aten's)
     if_exists: str = "error"  # a finished result of this setting and seed: error | skip | overwrite
 
     def resolved(self) -> "RunSettings":
@@ -244,6 +245,11 @@ def evaluate(problem: Problem, model: torch.nn.Module, dataset, split: str, weig
 
 def train(settings: RunSettings, log: Callable[[str], None] = print) -> History:
     """The training loop of the original's runner for resolved `settings`; returns the logged metrics."""
+    with native.enabled(settings.native_kernels):
+        return _train(settings, log)
+
+
+def _train(settings: RunSettings, log: Callable[[str], None]) -> History:
     problem = get_problem(settings.problem)
     optimizer_class = import_optimizer(settings.optimizer)
     device = pick_device(settings.device)
@@ -353,6 +359,7 @@ def build_output(settings: RunSettings, history: History) -> dict:
             "device": str(pick_device(settings.device)),
             "compiled": settings.compile,
             "keep_freed_memory": settings.keep_freed_memory,
+            "native_kernels": native.status() if settings.native_kernels else "off",
         },
     }
 

@@ -471,3 +471,17 @@ def test_keep_freed_memory_switch_defaults_on_and_is_recorded(cifar_results):
     assert parse([*flags, "--no-keep-freed-memory"]).keep_freed_memory is False
     record = json.loads(next(cifar_results.rglob("*random_seed__1*.json")).read_text())
     assert record["deepobs_torch"]["keep_freed_memory"] is True
+
+
+def test_native_kernels_switch_defaults_on_and_is_recorded(cifar_results, data_dir, tmp_path):
+    flags = ["cifar10_3c3d", "--optimizer", "torch.optim.SGD", "--lr", "0.1"]
+    assert parse(flags).native_kernels is True
+    assert parse([*flags, "--no-native-kernels"]).native_kernels is False
+    record = json.loads(next(cifar_results.rglob("*random_seed__1*.json")).read_text())
+    assert record["deepobs_torch"]["native_kernels"] == "built"
+    # Switched off, the same seed trains to the same numbers: the kernel is aten's max pool, bit for bit.
+    assert main([*CIFAR_RUN, "-r", "1", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                 "--no-native-kernels"]) == 0
+    without = json.loads(next(tmp_path.rglob("*random_seed__1*.json")).read_text())
+    assert without["deepobs_torch"]["native_kernels"] == "off"
+    assert without["train_losses"] == record["train_losses"] and without["test_accuracies"] == record["test_accuracies"]

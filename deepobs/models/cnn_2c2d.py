@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_last, tf_truncated_normal_
+from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPoolReLU, channels_last, tf_truncated_normal_
 
 
 class TwoC2D(nn.Module):
@@ -12,9 +12,9 @@ class TwoC2D(nn.Module):
         super().__init__()
         # conv -> max pool -> ReLU for the original's conv -> ReLU -> max pool, as in 3c3d (cnn_3c3d.py).
         self.conv1 = nn.Sequential(Conv2dSame(in_channels, 32, 5))
-        self.pool1 = nn.Sequential(MaxPool2dSame(2, 2), nn.ReLU())
+        self.pool1 = MaxPoolReLU(2, 2)
         self.conv2 = nn.Sequential(Conv2dSame(32, 64, 5))
-        self.pool2 = nn.Sequential(MaxPool2dSame(2, 2), nn.ReLU())
+        self.pool2 = MaxPoolReLU(2, 2)
         self.flatten = FlattenNCHW()
         self.fc1 = nn.Sequential(nn.Linear(7 * 7 * 64, 1024), nn.ReLU())
         self.fc2 = nn.Linear(1024, num_outputs)

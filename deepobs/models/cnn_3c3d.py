@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPool2dSame, channels_last, tf1_glorot_normal_,
+from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPoolReLU, channels_last, tf1_glorot_normal_,
                             tf_glorot_uniform_)
 
 
@@ -14,11 +14,11 @@ class ThreeC3D(nn.Module):
         # The original's conv -> ReLU -> max pool, run as conv -> max pool -> ReLU (docs/problems.md: equal
         # values and gradients, ties included; the ReLU's two passes then touch a quarter of the elements).
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, 5))  # VALID
-        self.pool1 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
+        self.pool1 = MaxPoolReLU(3, 2)
         self.conv2 = nn.Sequential(nn.Conv2d(64, 96, 3))  # VALID
-        self.pool2 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
+        self.pool2 = MaxPoolReLU(3, 2)
         self.conv3 = nn.Sequential(Conv2dSame(96, 128, 3))
-        self.pool3 = nn.Sequential(MaxPool2dSame(3, 2), nn.ReLU())
+        self.pool3 = MaxPoolReLU(3, 2)
         self.flatten = FlattenNCHW()
         self.fc1 = nn.Sequential(nn.Linear(3 * 3 * 128, 512), nn.ReLU())
         self.fc2 = nn.Sequential(nn.Linear(512, 256), nn.ReLU())

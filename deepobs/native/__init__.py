@@ -1,0 +1,171 @@
+"""CPU kernels where torch's own are slower than the reference's oneDNN ones, built from C on first use.
+
+Only `max_pool.c` so far: the training step's max pool (+ ReLU) of the conv models, bit-identical to
+aten's `max_pool2d` + `relu` and their gradients (tests/test_native.py), 8 ms less per cifar10_3c3d
+step here (docs/benchmarks.md). The system C compiler (`$CC`, else `cc`) builds it once per source,
+compiler and CPU (`-O3 -march=native -fopenmp`) into `$DEEPOBS_NATIVE_CACHE` (default
+`~/.cache/deepobs-torch`); its OpenMP loops run on the libgomp torch has loaded, so `torch.set_num_threads`
+holds for them. Without a compiler, on another OS or with `DEEPOBS_NATIVE=0` (`--no-native-kernels`),
+the layers run aten's kernels: one warning says why, the values are the same.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("max_pool.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
+LANES, MAX_CHANNELS = 16, 2048  # as in max_pool.c
+_enabled = os.environ.get("DEEPOBS_NATIVE", "1") != "0"
+
+
+class NativeBuildError(RuntimeError):
+    """The C compiler is missing or failed; the message is one line."""
+
+
+@contextlib.contextmanager
+def enabled(on: bool):
+    """The process-wide switch set to `on` for the block (the runner's --native-kernels / --no-native-kernels)."""
+    global _enabled
+    before, _enabled = _enabled, on
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def status() -> str:
+    """What the layers run, for result files: 'built', 'off' or 'unavailable: <why>'."""
+    if not _enabled:
+        return "off"
+    try:
+        _library()
+    except NativeBuildError as error:
+        return f"unavailable: {error}"
+    return "built"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _build(cache: Path, compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_flags()]).encode())
+    target = cache / f"max_pool-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as scratch:  # built aside, renamed into place: atomic
+        built = Path(scratch) / target.name
+        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE)], capture_output=True,
+                                text=True, timeout=300)
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or ["no output"])[0]
+            raise NativeBuildError(f"{compiler} failed on {SOURCE.name}: {first}")
+        os.replace(built, target)
+    return target
+
+
+@functools.cache
+def _load() -> ctypes.CDLL | NativeBuildError:
+    """The built library, or why there is none (kept: a failed build is not retried in this process)."""
+    try:
+        return _build_and_load()
+    except NativeBuildError as error:
+        return error
+
+
+def _library() -> ctypes.CDLL:
+    loaded = _load()
+    if isinstance(loaded, NativeBuildError):
+        raise loaded
+    return loaded
+
+
+def _build_and_load() -> ctypes.CDLL:
+    if platform.system() != "Linux":
+        raise NativeBuildError(f"built on Linux only, not {platform.system()}")
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        raise NativeBuildError(f"no C compiler ({compiler!r} not found; set CC)")
+    cache = Path(os.environ.get("DEEPOBS_NATIVE_CACHE", Path.home() / ".cache" / "deepobs-torch"))
+    try:
+        library = ctypes.CDLL(str(_build(cache, compiler)))
+    except (OSError, subprocess.SubprocessError) as error:
+        raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
+    for function in (library.max_pool_forward, library.max_pool_backward):
+        function.restype = None
+    return library
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+    warnings.warn(f"deepobs.native: running aten's max pool instead ({reason})", RuntimeWarning, stacklevel=3)
+
+
+def max_pool_applies(x: torch.Tensor) -> bool:
+    """Is `x` a training-step input the kernel takes (float32 NHWC on the CPU, lanes of channels, grad needed)?"""
+    if not (_enabled and torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling()):
+        return False
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
+        return False
+    if x.shape[1] % LANES or x.shape[1] > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    try:
+        _library()
+    except NativeBuildError as error:
+        _warn_once(str(error))
+        return False
+    return True
+
+
+def _long(*values: int) -> list[ctypes.c_int64]:
+    return [ctypes.c_int64(value) for value in values]
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, stride, before, out_size, relu):
+        n, c, h, w = x.shape
+        out = torch.empty((n, c, *out_size), memory_format=torch.channels_last)
+        offsets = torch.empty((n, *out_size, c), dtype=torch.int32)
+        geometry = (*kernel, *stride, *before)
+        _library().max_pool_forward(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                                    ctypes.c_void_p(offsets.data_ptr()), *_long(n, h, w, c, *out_size),
+                                    *geometry, int(relu))
+        ctx.save_for_backward(offsets)
+        ctx.shapes = (n, h, w, c, *out_size), geometry
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (offsets,), (sizes, geometry) = ctx.saved_tensors, ctx.shapes
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        n, h, w, c = sizes[:4]
+        grad_in = torch.empty((n, c, h, w), memory_format=torch.channels_last)
+        _library().max_pool_backward(ctypes.c_void_p(grad_out.data_ptr()), ctypes.c_void_p(offsets.data_ptr()),
+                                     ctypes.c_void_p(grad_in.data_ptr()), *_long(*sizes), *geometry)
+        return grad_in, None, None, None, None, None
+
+
+def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], before: tuple[int, int],
+             out_size: tuple[int, int], relu: bool) -> torch.Tensor:
+    """Max pool of x (where max_pool_applies) over windows i * stride - before + [0, kernel), clipped to the
+    input, `out_size` of them; then ReLU if `relu`."""
+    return _MaxPool.apply(x, tuple(kernel), tuple(stride), tuple(before), tuple(out_size), relu)

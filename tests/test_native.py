@@ -1,0 +1,169 @@
+"""deepobs.native's max pool against aten's, bit for bit, and the paths that fall back to aten."""
+from __future__ import annotations
+
+import json
+import stat
+import sys
+
+import pytest
+import torch
+
+from deepobs import native
+from deepobs.layers import MaxPool2dSame, MaxPoolReLU
+from deepobs.problems import PROBLEMS
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
+
+
+@pytest.fixture
+def fresh_build_state():
+    """Forget the process's build result (and warnings) before and after a test that changes CC or the cache."""
+    native._load.cache_clear(), native._warn_once.cache_clear()
+    yield
+    native._load.cache_clear(), native._warn_once.cache_clear()
+
+
+def pool_and_grad(module, x: torch.Tensor, grad_out: torch.Tensor | None, use_native: bool, **kwargs):
+    with native.enabled(use_native):
+        x = x.detach().clone().requires_grad_()
+        out = module(x, **kwargs)
+        out.backward(grad_out if grad_out is not None else torch.ones_like(out))
+        return out.detach(), x.grad
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shapes and float32 bit patterns (-0.0 is not 0.0, a NaN equals its own bits)."""
+    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.int32), b.contiguous().view(torch.int32))
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def inputs(kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(sum(shape))
+    if kind == "normal":
+        return torch.randn(shape, generator=generator)
+    values = torch.randint(-2, 3, shape, generator=generator).float()  # ties in most windows
+    if kind == "ties, -0.0 and NaN":
+        values[values == 0] = -0.0
+        values.view(-1)[::97] = float("nan")
+    return values
+
+
+# (kernel, stride, input size, channels): 3c3d's three pools (the last with padding before), 2c2d's two, VGG's,
+# sizes where 'SAME' pads after only or where torch's implicit padding cannot express it, stride 1.
+GEOMETRIES = [(3, 2, 28, 64), (3, 2, 10, 96), (3, 2, 5, 128), (2, 2, 28, 32), (2, 2, 14, 64), (2, 2, 7, 16),
+              (3, 2, 9, 16), (3, 2, 8, 32), (3, 1, 6, 16), (5, 3, 11, 48), (1, 1, 4, 16)]
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "ties, -0.0 and NaN"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("kernel, stride, size, channels", GEOMETRIES)
+def test_native_max_pool_is_aten_bit_for_bit(kernel, stride, size, channels, relu, kind):
+    x = nhwc(inputs(kind, (3, channels, size, size + 1)))
+    assert native.max_pool_applies(x.detach().requires_grad_()), native.status()
+    out_size = (-(-size // stride), -(-(size + 1) // stride))
+    grad_out = torch.randn((3, channels, *out_size), generator=torch.Generator().manual_seed(1))
+    grad_out.view(-1)[::13] = -0.0
+    grad_out = nhwc(grad_out)
+    pool = MaxPool2dSame(kernel, stride)
+    aten_out, aten_grad = pool_and_grad(pool, x, grad_out, use_native=False, relu=relu)
+    native_out, native_grad = pool_and_grad(pool, x, grad_out, use_native=True, relu=relu)
+    assert aten_out.shape == (3, channels, *out_size)
+    assert native_out.is_contiguous(memory_format=torch.channels_last)
+    assert same_bits(aten_out, native_out)
+    assert same_bits(aten_grad, native_grad)
+
+
+def test_a_planted_tie_rule_bug_is_caught_by_the_bit_for_bit_comparison():
+    """The comparison above can fail: a kernel that took each window's last maximum instead of its first gives
+    the same values and routes the gradient elsewhere. The kernel on the mirrored input is such a kernel (7
+    wide, 3x3 stride 2: 'SAME' pads one on each side, so mirroring maps windows onto windows)."""
+    x = nhwc(inputs("ties", (2, 16, 7, 7)))
+    pool = MaxPool2dSame(3, 2)
+    aten_out, aten_grad = pool_and_grad(pool, x, None, use_native=False)
+    mirrored_out, mirrored_grad = pool_and_grad(pool, nhwc(x.flip(2, 3)), None, use_native=True)
+    last_max_out, last_max_grad = mirrored_out.flip(2, 3), mirrored_grad.flip(2, 3)
+    assert same_bits(aten_out, last_max_out)
+    assert not same_bits(aten_grad, last_max_grad)
+
+
+@pytest.mark.parametrize("case", ["float64", "3 channels", "NCHW memory", "no grad", "switched off"])
+def test_inputs_the_kernel_does_not_take_run_aten(case):
+    shape = (2, 3 if case == "3 channels" else 16, 8, 8)
+    dtype = torch.float64 if case == "float64" else torch.float32
+    x = torch.randn(shape, dtype=dtype)
+    x = (x if case == "NCHW memory" else nhwc(x)).requires_grad_()
+    with native.enabled(case != "switched off"), torch.set_grad_enabled(case != "no grad"):
+        assert not native.max_pool_applies(x)
+        out = MaxPool2dSame(2, 2)(x, relu=True)  # aten's path, as before the kernel existed
+        assert torch.equal(out, torch.relu(torch.nn.functional.max_pool2d(x, 2, 2)))
+
+
+def test_max_pool_relu_runs_its_children_once_one_is_hooked_or_replaced():
+    block = MaxPoolReLU(3, 2)
+    x = nhwc(torch.randn(2, 16, 9, 9)).requires_grad_()
+    fused = block(x)
+    seen = []
+    block[0].register_forward_hook(lambda module, args, output: seen.append(output))
+    assert torch.equal(block(x), fused) and len(seen) == 1  # the pool's own output, before the ReLU
+    assert (seen[0] < 0).any()
+    block[1] = torch.nn.ReLU6()
+    assert torch.equal(block(x), fused.clamp(max=6))
+    assert not block._fusable()
+
+
+def test_a_3c3d_training_run_is_the_same_with_and_without_the_kernel(monkeypatch):
+    problem = PROBLEMS["cifar10_3c3d"]
+    kernel_calls, max_pool = [], native.max_pool
+    monkeypatch.setattr(native, "max_pool", lambda x, *args: kernel_calls.append(x.shape) or max_pool(x, *args))
+    batch = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+
+    def losses(use_native: bool) -> list[str]:
+        torch.manual_seed(0)
+        model = problem.model().train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        history = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            with native.enabled(use_native):
+                loss = torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+                loss.backward()
+            optimizer.step()
+            history.append(float(loss.detach()).hex())
+        return history
+
+    assert losses(True) == losses(False)
+    assert len(kernel_calls) == 3 * 3  # its three pools in each of the three steps, with the kernel on only
+
+
+def test_a_missing_compiler_is_one_warning_and_aten(monkeypatch, tmp_path, fresh_build_state):
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path))
+    x = nhwc(torch.randn(2, 16, 8, 8)).requires_grad_()
+    with pytest.warns(RuntimeWarning, match=r"aten's max pool instead \(no C compiler \('no-such-compiler' not found"):
+        assert not native.max_pool_applies(x)
+    assert native.status() == "unavailable: no C compiler ('no-such-compiler' not found; set CC)"
+    assert torch.equal(MaxPool2dSame(2, 2)(x), torch.nn.functional.max_pool2d(x, 2, 2))
+
+
+def test_a_failing_compiler_is_a_one_line_reason_and_nothing_cached(monkeypatch, tmp_path, fresh_build_state):
+    compiler = tmp_path / "cc"
+    compiler.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\necho 'max_pool.c:1: error: planted' >&2\n"
+                        "echo 'second line' >&2\nexit 1\n")
+    compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(compiler))
+    monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path / "cache"))
+    assert native.status() == f"unavailable: {compiler} failed on max_pool.c: max_pool.c:1: error: planted"
+    assert list((tmp_path / "cache").iterdir()) == []  # the scratch directory is gone, no library half-written
+
+
+def test_the_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path, fresh_build_state):
+    monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path))
+    assert native.status() == "built"
+    (library,) = tmp_path.glob("max_pool-*.so")
+    built_at = library.stat().st_mtime_ns
+    native._load.cache_clear()
+    assert native.status() == "built"
+    assert list(tmp_path.glob("max_pool-*.so")) == [library] and library.stat().st_mtime_ns == built_at
