@@ -9,6 +9,7 @@ and its speed against the runner's eager step with a bootstrap interval:
 - eager: the registry's model (the conv models keep activations channels_last);
 - contiguous: eager with the channels_last conversions removed (weights and activations NCHW);
 - foreach / fused: eager with `torch.optim.SGD(foreach=True)` / `(fused=True)`;
+- aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other);
 - compiled: the model compiled in place (inductor, both phases), its compile time printed separately.
 The results decide the runner's defaults (see docs/benchmarks.md, "What the runner does").
 """
@@ -25,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import torch  # noqa: E402
 
 from benchmarks.stats import bootstrap_median, paired_ratios, time_interleaved  # noqa: E402
-from deepobs import runner  # noqa: E402
+from deepobs import native, runner  # noqa: E402
 from deepobs.problems import PROBLEMS  # noqa: E402
 from parity.frameworks import THREADS  # noqa: E402,F401  (pins torch's threads as the benchmarks do)
 
@@ -77,8 +78,16 @@ def steps_for(problem, phase: str, inputs, targets, compile: bool = False, conti
     return lambda: runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
 
 
+def without_native(step):
+    def run():
+        with native.enabled(False):
+            return step()
+    return run
+
+
 def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict, dict]:
     made = {"eager": steps_for(problem, phase, inputs, targets)}
+    made["aten-only"] = without_native(steps_for(problem, phase, inputs, targets))
     if problem.family.inputs[0].kind == "image":
         made["contiguous"] = steps_for(problem, phase, inputs, targets, contiguous=True)
     if phase == "train":
@@ -105,6 +114,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
+    if runner.RunSettings.keep_freed_memory:  # the process as the runner sets it up (all variants share it)
+        runner.keep_freed_memory()
     print(f"threads {torch.get_num_threads()}, load {os.getloadavg()}")
     for name in args.problems:
         problem = PROBLEMS[name]

@@ -41,10 +41,15 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, padding = self.padded(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding)
+
+    def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """x, with the 'SAME' padding added where it is asymmetric, and the padding left to the convolution."""
         top, bottom, left, right = _same_pads_hw(x, self.kernel_size, self.stride)
         if top == bottom and left == right:
-            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left))
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride)
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)
 
 
 class ConvTranspose2dSame(nn.ConvTranspose2d):
@@ -102,25 +107,41 @@ class MaxPool2dSame(nn.Module):
 
 
 class MaxPoolReLU(nn.Sequential):
-    """Sequential(MaxPool2dSame, nn.ReLU), the two run as one (MaxPool2dSame.forward(x, relu=True)).
-
-    The children stay, so taps, hooks and planted bugs address them as before ("pool1.0", "pool1.1"); once one
-    is replaced, hooked or not a plain nn.ReLU, the Sequential runs them one after the other.
-    """
+    """Sequential(MaxPool2dSame, nn.ReLU), the two run as one (MaxPool2dSame.forward(x, relu=True))."""
 
     def __init__(self, kernel_size: int, stride: int):
         super().__init__(MaxPool2dSame(kernel_size, stride), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fusable():
+        if _runs_as_one(self, (MaxPool2dSame,)):
             return self[0](x, relu=True)
         return super().forward(x)
 
-    def _fusable(self) -> bool:
-        pool, activation = self[0], self[1]
-        hooked = any(module._forward_hooks or module._forward_pre_hooks for module in (pool, activation))
-        return (len(self) == 2 and type(pool) is MaxPool2dSame and type(activation) is nn.ReLU and not hooked
-                and not activation.inplace)
+
+class ConvReLU(nn.Sequential):
+    """Sequential(conv, nn.ReLU); without gradients (evaluation) one oneDNN convolution with the ReLU as
+    its post-op (deepobs.native.conv_relu: bit-identical, no second pass over the activation)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__(conv, nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[0]
+        if _runs_as_one(self, (nn.Conv2d, Conv2dSame)) and native.conv_relu_applies(x, conv):
+            x, padding = conv.padded(x) if isinstance(conv, Conv2dSame) else (x, conv.padding)
+            return native.conv_relu(x, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
+        return super().forward(x)
+
+
+def _runs_as_one(block: nn.Sequential, first_types: tuple[type, ...]) -> bool:
+    """Are `block`'s two children still (one of `first_types`, a plain nn.ReLU), neither hooked? Once a child is
+    replaced (a planted bug, a user's edit) or hooked (the audit's taps), the children run one by one, so
+    taps, hooks and edits address them as before ("pool1.0", "features.3.1")."""
+    if len(block) != 2:
+        return False
+    first, activation = block[0], block[1]
+    hooked = any(module._forward_hooks or module._forward_pre_hooks for module in (first, activation))
+    return type(first) in first_types and type(activation) is nn.ReLU and not activation.inplace and not hooked
 
 
 def _implicit_pool_padding_is_same(size, kernel, stride, before) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deepobs import native
-from deepobs.layers import MaxPool2dSame, MaxPoolReLU
+from deepobs.layers import Conv2dSame, ConvReLU, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
@@ -111,7 +111,7 @@ def test_max_pool_relu_runs_its_children_once_one_is_hooked_or_replaced():
     assert (seen[0] < 0).any()
     block[1] = torch.nn.ReLU6()
     assert torch.equal(block(x), fused.clamp(max=6))
-    assert not block._fusable()
+    assert not _runs_as_one(block, (MaxPool2dSame,))
 
 
 def test_a_3c3d_training_run_is_the_same_with_and_without_the_kernel(monkeypatch):
@@ -167,3 +167,55 @@ def test_the_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path, fre
     native._load.cache_clear()
     assert native.status() == "built"
     assert list(tmp_path.glob("max_pool-*.so")) == [library] and library.stat().st_mtime_ns == built_at
+
+
+# (conv, input size): 'SAME' stride 1 (padding inside the primitive), 'SAME' stride 2 (asymmetric: padded
+# before it), VALID, the 1x1 class-score conv of All-CNN-C.
+CONVS = [(lambda: Conv2dSame(16, 32, 3), 12), (lambda: Conv2dSame(16, 32, 3, stride=2), 12),
+         (lambda: torch.nn.Conv2d(16, 32, 3), 8), (lambda: Conv2dSame(16, 8, 1), 6)]
+
+
+def conv_relu_pair(make_conv, size: int) -> tuple[ConvReLU, torch.Tensor]:
+    torch.manual_seed(size)
+    block = ConvReLU(make_conv()).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        block[0].bias.uniform_(-0.5, 0.5)  # some outputs on each side of 0
+    return block, nhwc(torch.randn(4, 16, size, size))
+
+
+@pytest.mark.parametrize("make_conv, size", CONVS)
+def test_fused_conv_relu_is_conv_then_relu_bit_for_bit(make_conv, size):
+    block, x = conv_relu_pair(make_conv, size)
+    with torch.no_grad():
+        assert native.conv_relu_applies(x, block[0])
+        with native.enabled(False):
+            separate = torch.relu(block[0](x))
+        fused = block(x)
+    assert same_bits(separate, fused) and (separate == 0).any() and (separate > 0).any()
+
+
+@pytest.mark.parametrize("make_conv, size", CONVS[:2])
+def test_fused_conv_relu_compiles_into_one_graph(make_conv, size):
+    block, x = conv_relu_pair(make_conv, size)
+    compiled = torch.compile(block, fullgraph=True)  # a graph break raises
+    with torch.no_grad():
+        assert same_bits(compiled(x), torch.relu(block[0](x)))
+
+
+def test_a_planted_bias_slip_in_the_fused_conv_is_caught(monkeypatch):
+    block, x = conv_relu_pair(*CONVS[0])
+    conv_relu = native.conv_relu
+    monkeypatch.setattr(native, "conv_relu", lambda x, weight, bias, *args: conv_relu(x, weight, None, *args))
+    with torch.no_grad():
+        assert not same_bits(block(x), torch.relu(block[0](x)))
+
+
+def test_conv_relu_with_gradients_or_a_hooked_child_runs_its_children(monkeypatch):
+    block, x = conv_relu_pair(*CONVS[1])
+    monkeypatch.setattr(native, "conv_relu", lambda *args: pytest.fail("the fused convolution ran"))
+    out = block(x)  # gradients wanted: conv, then ReLU, with autograd's own backward
+    assert out.grad_fn.name() == "ReluBackward0"
+    seen = []
+    block[0].register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        assert same_bits(block(x), out.detach()) and len(seen) == 1 and (seen[0] < 0).any()

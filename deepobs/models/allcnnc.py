@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, Dropout, channels_last, tf1_glorot_normal_
+from deepobs.layers import Conv2dSame, ConvReLU, Dropout, channels_last, tf1_glorot_normal_
 
 # (out_channels, kernel, stride, tf_padding) of the nine convs; each is followed by a ReLU,
 # the last (the 1x1 conv to the class scores) included.
@@ -30,7 +30,7 @@ class AllCNNC(nn.Module):
         for index, (out_channels, kernel, stride, padding) in enumerate(config):
             if index in DROPOUT_BEFORE:
                 layers.append(Dropout(DROPOUT_BEFORE[index]))
-            layers.append(nn.Sequential(_conv(in_channels, out_channels, kernel, stride, padding), nn.ReLU()))
+            layers.append(ConvReLU(_conv(in_channels, out_channels, kernel, stride, padding)))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         for conv in self._convs():

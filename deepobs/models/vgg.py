@@ -6,7 +6,7 @@ import functools
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, Dropout, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1, channels_last,
+from deepobs.layers import (Conv2dSame, ConvReLU, Dropout, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1, channels_last,
                             tf1_glorot_normal_, tf_glorot_uniform_)
 
 IMAGE_SIZE = (224, 224)  # the original resizes every input to this (ImageNet's 224 passes through)
@@ -28,7 +28,7 @@ def make_layers(cfg: tuple, in_channels: int = 3) -> nn.Sequential:
         if item == POOL:
             layers.append(MaxPool2dSame(2, 2))
         else:
-            layers.append(nn.Sequential(Conv2dSame(in_channels, item, 3), nn.ReLU()))
+            layers.append(ConvReLU(Conv2dSame(in_channels, item, 3)))
             in_channels = item
     return nn.Sequential(*layers)
 

@@ -1,12 +1,17 @@
-"""CPU kernels where torch's own are slower than the reference's oneDNN ones, built from C on first use.
+"""Kernels for the layers where torch's own run slower than the reference's oneDNN ones.
 
-Only `max_pool.c` so far: the training step's max pool (+ ReLU) of the conv models, bit-identical to
-aten's `max_pool2d` + `relu` and their gradients (tests/test_native.py), 8 ms less per cifar10_3c3d
-step here (docs/benchmarks.md). The system C compiler (`$CC`, else `cc`) builds it once per source,
-compiler and CPU (`-O3 -march=native -fopenmp`) into `$DEEPOBS_NATIVE_CACHE` (default
-`~/.cache/deepobs-torch`); its OpenMP loops run on the libgomp torch has loaded, so `torch.set_num_threads`
-holds for them. Without a compiler, on another OS or with `DEEPOBS_NATIVE=0` (`--no-native-kernels`),
-the layers run aten's kernels: one warning says why, the values are the same.
+- `max_pool` (C, `max_pool.c`, built on first use): the training step's max pool (+ ReLU after it) of
+  2c2d, 3c3d, VGG and the WRN shortcut. Bit-identical to aten's `max_pool2d` + `relu` and their gradients
+  (tests/test_native.py); cifar10_3c3d's training step x1.07, mnist_2c2d's x1.02 here (docs/benchmarks.md).
+  The system C compiler (`$CC`, else `cc`) builds it once per source, compiler and CPU (`-O3 -march=native
+  -fopenmp`) into `$DEEPOBS_NATIVE_CACHE` (default `~/.cache/deepobs-torch`); its OpenMP loops run on the
+  libgomp torch has loaded, so `torch.set_num_threads` holds for them. Without a compiler or on another OS
+  the layers run aten's kernels, with one warning that says why.
+- `conv_relu` (torch's own `mkldnn._convolution_pointwise`): conv + ReLU without gradients (evaluation) as
+  one oneDNN convolution with a ReLU post-op, the op inductor's freezing pass emits. Bit-identical; saves
+  the ReLU's pass over the activation (All-CNN-C's and VGG's evaluation forward, eager and compiled).
+
+`DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches both off; the values are the same.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ SOURCE = Path(__file__).with_name("max_pool.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
 LANES, MAX_CHANNELS = 16, 2048  # as in max_pool.c
 _enabled = os.environ.get("DEEPOBS_NATIVE", "1") != "0"
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the call
 
 
 class NativeBuildError(RuntimeError):
@@ -133,6 +139,22 @@ def max_pool_applies(x: torch.Tensor) -> bool:
         _warn_once(str(error))
         return False
     return True
+
+
+def conv_relu_applies(x: torch.Tensor, conv: torch.nn.Conv2d) -> bool:
+    """Can conv + ReLU run as one oneDNN primitive: no gradient wanted, float32 on the CPU, zero padding?
+
+    Only without gradients: in a training step the fused forward (with autograd's own backward by hand)
+    measured x1.006 on cifar100_allcnnc, not worth a hand-written backward."""
+    return (_enabled and not torch.is_grad_enabled() and x.dtype == torch.float32 and x.device.type == "cpu"
+            and x.dim() == 4 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and _HAS_ONEDNN)
+
+
+def conv_relu(x, weight, bias, padding, stride, dilation, groups) -> torch.Tensor:
+    """relu(conv2d(x, ...)) as one oneDNN convolution with a ReLU post-op (the op inductor's freezing pass
+    emits): the same primitive, the ReLU applied to each result before it is stored."""
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), list(dilation),
+                                                   groups, "relu", [], "")
 
 
 def _long(*values: int) -> list[ctypes.c_int64]:
