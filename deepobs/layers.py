@@ -140,8 +140,15 @@ def _runs_as_one(block: nn.Sequential, first_types: tuple[type, ...]) -> bool:
     if len(block) != 2:
         return False
     first, activation = block[0], block[1]
-    hooked = any(module._forward_hooks or module._forward_pre_hooks for module in (first, activation))
+    hooked = any(_GLOBAL_MODULE_HOOKS) or any(module._forward_hooks or module._forward_pre_hooks or
+                                              module._backward_hooks or module._backward_pre_hooks
+                                              for module in (first, activation))
     return type(first) in first_types and type(activation) is nn.ReLU and not activation.inplace and not hooked
+
+
+# torch.nn.modules.module.register_module_*_hook: hooks on every module, the children of a fused pair included
+_GLOBAL_MODULE_HOOKS = tuple(getattr(torch.nn.modules.module, name, {}) for name in (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
 
 
 def _implicit_pool_padding_is_same(size, kernel, stride, before) -> bool:

@@ -219,3 +219,39 @@ def test_conv_relu_with_gradients_or_a_hooked_child_runs_its_children(monkeypatc
     block[0].register_forward_hook(lambda module, args, output: seen.append(output))
     with torch.no_grad():
         assert same_bits(block(x), out.detach()) and len(seen) == 1 and (seen[0] < 0).any()
+
+
+def test_the_max_pool_gradient_is_itself_differentiable_as_atens(monkeypatch):
+    """Hessian-vector products (create_graph=True) through the kernel: the gradient's own gradient with
+    respect to the output gradient is aten's, bit for bit, ReLU-zeroed outputs and 'SAME' padding included."""
+    x = nhwc(inputs("ties", (2, 16, 9, 9)))
+    results = []
+    for use_native in (False, True):
+        with native.enabled(use_native):
+            leaf = x.detach().clone().requires_grad_()
+            out = MaxPool2dSame(3, 2)(leaf, relu=True)
+            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).requires_grad_()
+            (grad_in,) = torch.autograd.grad(out, leaf, grad_out, create_graph=True)
+            direction = torch.randn(grad_in.shape, generator=torch.Generator().manual_seed(3))
+            (second,) = torch.autograd.grad(grad_in, grad_out, direction)
+            results.append((grad_in.detach(), second))
+    (aten_grad, aten_second), (native_grad, native_second) = results
+    assert same_bits(aten_grad, native_grad) and same_bits(aten_second, native_second)
+    assert (native_second == 0).any() and (native_second != 0).any()
+
+
+def test_a_3c3d_hessian_vector_product_is_the_same_with_and_without_the_kernel():
+    torch.manual_seed(0)
+    model = PROBLEMS["cifar10_3c3d"].model().train()
+    images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    parameters = list(model.parameters())
+    vector = [torch.randn_like(p) for p in parameters]
+
+    def hessian_vector_product(use_native: bool) -> list[torch.Tensor]:
+        with native.enabled(use_native):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            grads = torch.autograd.grad(loss, parameters, create_graph=True)
+            return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vector)), parameters)
+
+    for aten, kernel in zip(hessian_vector_product(False), hessian_vector_product(True)):
+        assert same_bits(aten, kernel)

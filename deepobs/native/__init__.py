@@ -177,13 +177,42 @@ class _MaxPool(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        (offsets,), (sizes, geometry) = ctx.saved_tensors, ctx.shapes
+        (offsets,) = ctx.saved_tensors
+        return _MaxPoolBackward.apply(grad_out, offsets, *ctx.shapes), None, None, None, None, None
+
+
+class _MaxPoolBackward(torch.autograd.Function):
+    """The pool's input gradient, itself differentiable (Hessian-vector products, create_graph=True): linear
+    in the output gradient, its own gradient gathers at each window's maximum, as aten's max_pool2d's does."""
+
+    @staticmethod
+    def forward(ctx, grad_out, offsets, sizes, geometry):
         grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         n, h, w, c = sizes[:4]
         grad_in = torch.empty((n, c, h, w), memory_format=torch.channels_last)
         _library().max_pool_backward(ctypes.c_void_p(grad_out.data_ptr()), ctypes.c_void_p(offsets.data_ptr()),
                                      ctypes.c_void_p(grad_in.data_ptr()), *_long(*sizes), *geometry)
-        return grad_in, None, None, None, None, None
+        ctx.save_for_backward(offsets)
+        ctx.shapes = sizes, geometry
+        return grad_in
+
+    @staticmethod
+    def backward(ctx, grad_grad_in):
+        (offsets,), (sizes, geometry) = ctx.saved_tensors, ctx.shapes
+        return _gather_at_maxima(grad_grad_in, offsets, sizes, geometry), None, None, None
+
+
+def _gather_at_maxima(values: torch.Tensor, offsets: torch.Tensor, sizes, geometry) -> torch.Tensor:
+    """values (shaped as the pool's input) at each output's window maximum, 0 where the ReLU zeroed it."""
+    n, h, w, c, out_h, out_w = sizes
+    kernel_h, kernel_w, stride_h, stride_w, top, left = geometry
+    offsets = offsets.long()
+    rows = torch.arange(out_h).view(1, out_h, 1, 1) * stride_h - top + offsets.div(kernel_w, rounding_mode="floor")
+    columns = torch.arange(out_w).view(1, 1, out_w, 1) * stride_w - left + offsets.remainder(kernel_w)
+    index = (rows.clamp(0, h - 1) * w + columns.clamp(0, w - 1)) * c + torch.arange(c)
+    flat = values.permute(0, 2, 3, 1).reshape(n, h * w * c)  # NHWC order
+    gathered = torch.gather(flat, 1, index.reshape(n, -1)).reshape(n, out_h, out_w, c)
+    return torch.where(offsets >= 0, gathered, 0.0).permute(0, 3, 1, 2)
 
 
 def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], before: tuple[int, int],
