@@ -255,3 +255,12 @@ def test_a_3c3d_hessian_vector_product_is_the_same_with_and_without_the_kernel()
 
     for aten, kernel in zip(hessian_vector_product(False), hessian_vector_product(True)):
         assert same_bits(aten, kernel)
+
+
+def test_the_evaluation_forward_of_a_pool_block_compiles_into_one_graph():
+    """Without gradients the pool is aten's, so the runner's compiled evaluation stays inductor's own graph."""
+    block = MaxPoolReLU(3, 2)
+    x = nhwc(torch.randn(2, 16, 9, 9))
+    compiled = torch.compile(block, fullgraph=True)  # a graph break raises
+    with torch.no_grad():
+        assert same_bits(compiled(x), torch.relu(torch.nn.functional.max_pool2d(x, 3, 2, 1, ceil_mode=True)))
