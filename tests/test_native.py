@@ -1,7 +1,6 @@
 """deepobs.native's max pool against aten's, bit for bit, and the paths that fall back to aten."""
 from __future__ import annotations
 
-import json
 import stat
 import sys
 
