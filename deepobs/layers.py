@@ -237,7 +237,10 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x
         scale = 1 / (1 - self.p) if self.p < 1 else 0.0
-        kept = torch.rand_like(x).ge_(self.p).mul_(scale)  # 1.0 / 0.0 in the draw's own buffer, then scaled
+        if native.dropout_applies(x):
+            kept = native.dropout_mask(x, self.p, scale)  # the same rule, Philox draws on every thread
+        else:
+            kept = torch.rand_like(x).ge_(self.p).mul_(scale)  # 1.0 / 0.0 in the draw's own buffer, then scaled
         return x.mul_(kept) if self.inplace else x * kept
 
 

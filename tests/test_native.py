@@ -1,14 +1,17 @@
-"""deepobs.native's max pool against aten's, bit for bit, and the paths that fall back to aten."""
+"""deepobs.native against torch: the max pool bit for bit with aten's, the dropout masks against TF's Philox and
+the layer's own rule, and the paths that fall back to torch's own kernels."""
 from __future__ import annotations
 
 import stat
 import sys
 
+import numpy as np
+
 import pytest
 import torch
 
 from deepobs import native
-from deepobs.layers import Conv2dSame, ConvReLU, MaxPool2dSame, MaxPoolReLU, _runs_as_one
+from deepobs.layers import Conv2dSame, ConvReLU, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
@@ -141,7 +144,7 @@ def test_a_missing_compiler_is_one_warning_and_aten(monkeypatch, tmp_path, fresh
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path))
     x = nhwc(torch.randn(2, 16, 8, 8)).requires_grad_()
-    with pytest.warns(RuntimeWarning, match=r"aten's max pool instead \(no C compiler \('no-such-compiler' not found"):
+    with pytest.warns(RuntimeWarning, match=r"torch's own max pool and dropout draws instead \(no C compiler \('no-such-compiler' not found"):
         assert not native.max_pool_applies(x)
     assert native.status() == "unavailable: no C compiler ('no-such-compiler' not found; set CC)"
     assert torch.equal(MaxPool2dSame(2, 2)(x), torch.nn.functional.max_pool2d(x, 2, 2))
@@ -154,18 +157,18 @@ def test_a_failing_compiler_is_a_one_line_reason_and_nothing_cached(monkeypatch,
     compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("CC", str(compiler))
     monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path / "cache"))
-    assert native.status() == f"unavailable: {compiler} failed on max_pool.c: max_pool.c:1: error: planted"
+    assert native.status() == f"unavailable: {compiler} failed on max_pool.c, dropout.c: max_pool.c:1: error: planted"
     assert list((tmp_path / "cache").iterdir()) == []  # the scratch directory is gone, no library half-written
 
 
 def test_the_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path, fresh_build_state):
     monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path))
     assert native.status() == "built"
-    (library,) = tmp_path.glob("max_pool-*.so")
+    (library,) = tmp_path.glob("native-*.so")
     built_at = library.stat().st_mtime_ns
     native._load.cache_clear()
     assert native.status() == "built"
-    assert list(tmp_path.glob("max_pool-*.so")) == [library] and library.stat().st_mtime_ns == built_at
+    assert list(tmp_path.glob("native-*.so")) == [library] and library.stat().st_mtime_ns == built_at
 
 
 # (conv, input size): 'SAME' stride 1 (padding inside the primitive), 'SAME' stride 2 (asymmetric: padded
@@ -263,3 +266,104 @@ def test_the_evaluation_forward_of_a_pool_block_compiles_into_one_graph():
     compiled = torch.compile(block, fullgraph=True)  # a graph break raises
     with torch.no_grad():
         assert same_bits(compiled(x), torch.relu(torch.nn.functional.max_pool2d(x, 3, 2, 1, ceil_mode=True)))
+
+
+# The dropout masks: Philox4x32-10 words in dropout.c's order, the layer's rule on them, their statistics.
+
+def element_order(n: int) -> np.ndarray:
+    """For elements 0 .. n-1 of dropout.c, the position in a plain Philox stream (4 words per counter)."""
+    i = np.arange(n)
+    return 4 * (16 * (i // 64) + i % 16) + (i // 16) % 4
+
+
+@pytest.mark.parametrize("key", [0, 1, 0x123456789ABCDEF0, 2**64 - 1])
+def test_the_kernels_words_are_tfs_philox4x32_10(key):
+    from tf_reference._tf import tf
+    n = 1000  # 15 blocks of 64 and a tail
+    stream = tf.raw_ops.StatelessRandomUniformFullIntV2(
+        shape=[4 * 16 * 16], key=tf.constant([key], tf.uint64), counter=tf.constant([0, 0], tf.uint64), alg=1,
+        dtype=tf.uint32).numpy()
+    ours = native.philox_bits(n, key).numpy().view(np.uint32)
+    assert np.array_equal(ours, stream[element_order(n)])
+
+
+def uniforms_of(words: torch.Tensor) -> torch.Tensor:
+    """torch's float32 uniform of 32-bit words: the top 24 bits times 2^-24."""
+    return ((words.long() & 0xFFFFFFFF) >> 8).float() * 2.0 ** -24
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.1, 1e-7, 0.0, 1.0])
+@pytest.mark.parametrize("n", [64, 1000, 3 * 64 * 64 + 5])
+def test_the_mask_is_the_layers_rule_on_the_kernels_own_draws(p, n):
+    scale = 1 / (1 - p) if p < 1 else 0.0
+    mask = native.dropout_mask(torch.empty(n), p, scale, key=n)
+    expected = uniforms_of(native.philox_bits(n, key=n)).ge_(p).mul_(scale)  # Dropout's torch spelling
+    assert same_bits(mask, expected)
+
+
+def test_a_planted_threshold_slip_in_the_mask_is_caught():
+    """The mask kept where u < 1 - p (the other common convention, same keep rate) differs from the rule."""
+    n, p = 4096, 0.2
+    mask = native.dropout_mask(torch.empty(n), p, 1.25, key=7)
+    slipped = (uniforms_of(native.philox_bits(n, key=7)) < 1 - p).float().mul_(1.25)
+    assert not same_bits(mask, slipped)
+    assert abs(slipped.count_nonzero() - mask.count_nonzero()) < 0.02 * n  # same rate: only the elements differ
+
+
+def test_the_draws_are_uniform_and_uncorrelated_across_the_blocks_layout():
+    n = 1 << 22
+    u = uniforms_of(native.philox_bits(n, key=2024)).double()
+    counts = torch.bincount((u * 256).long(), minlength=256).double()
+    chi_square = ((counts - n / 256) ** 2 / (n / 256)).sum().item()
+    assert chi_square < 255 + 6 * (2 * 255) ** 0.5  # 255 degrees of freedom, 6 standard deviations
+    centred = u - 0.5
+    for lag in (1, 4, 16, 64):  # neighbours, across words, lanes and blocks of dropout.c's layout
+        correlation = (centred[:-lag] * centred[lag:]).mean().item() / (1 / 12)
+        assert abs(correlation) < 6 / (n ** 0.5), lag
+    keep = native.dropout_mask(torch.empty(n), 0.2, 1.0, key=2025).mean().item()
+    assert abs(keep - 0.8) < 6 * (0.16 / n) ** 0.5
+
+
+def test_the_mask_does_not_depend_on_the_thread_count_and_follows_torch_manual_seed():
+    x = torch.empty(64, 64, 14, 14)
+    threads = torch.get_num_threads()
+    try:
+        masks = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            torch.manual_seed(0)
+            masks.append(native.dropout_mask(x, 0.2, 1.25))
+    finally:
+        torch.set_num_threads(threads)
+    assert same_bits(masks[0], masks[1]) and same_bits(masks[0], masks[2])
+    assert not torch.equal(masks[0], native.dropout_mask(x, 0.2, 1.25))  # a fresh key per call
+
+
+def test_the_dropout_layer_draws_from_the_kernel_and_from_torch_where_it_does_not_apply():
+    layer = Dropout(0.2).train()
+    x = nhwc(torch.randn(8, 16, 6, 6))
+    with native.enabled(True):
+        assert native.dropout_applies(x)
+        torch.manual_seed(3)
+        ours = layer(x)
+        torch.manual_seed(3)
+        key = int(torch.empty((), dtype=torch.int64).random_())
+    assert same_bits(ours, x * native.dropout_mask(x, 0.2, 1 / 0.8, key=key))
+    for source, switch in ((x, False), (x.double(), True)):  # switched off; float64, which the kernel does not take
+        with native.enabled(switch):
+            torch.manual_seed(3)
+            out = layer(source)
+        torch.manual_seed(3)
+        assert torch.equal(out, source * torch.rand_like(source).ge_(0.2).mul_(1 / 0.8))
+
+
+def test_the_audits_injected_draws_reach_the_dropout_layer():
+    """Where the audit feeds the reference's draws in, the layer runs its rule on them, not on the kernel's."""
+    from parity.dropout import Draw, injected_noise
+    x = nhwc(torch.randn(4, 16, 5, 5))
+    draw = np.random.default_rng(0).uniform(size=(4, 5, 5, 16))  # the reference's layout, NHWC
+    with native.enabled(True), injected_noise([Draw("dropout", "uniform", draw)]) as injection:
+        out = Dropout(0.2).train()(x)
+    kept = torch.from_numpy(draw.transpose(0, 3, 1, 2)).float() >= 0.2
+    assert torch.equal(out, x * kept.float().mul_(1 / 0.8))
+    assert injection.consumed == [("dropout", "torch.rand_like")] and injection.unused == []

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("max_pool.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("max_pool.c", "dropout.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
 LANES, MAX_CHANNELS = 16, 2048  # as in max_pool.c
 _enabled = os.environ.get("DEEPOBS_NATIVE", "1") != "0"
@@ -72,18 +72,20 @@ def _cpu_flags() -> str:
 
 def _build(cache: Path, compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_flags()]).encode())
-    target = cache / f"max_pool-{key.hexdigest()[:16]}.so"
+    texts = [source.read_text() for source in SOURCES]
+    key = hashlib.sha256("\0".join([*texts, compiler, version, *FLAGS, _cpu_flags()]).encode())
+    target = cache / f"native-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:  # built aside, renamed into place: atomic
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE)], capture_output=True,
+        result = subprocess.run([compiler, *FLAGS, "-o", str(built), *map(str, SOURCES)], capture_output=True,
                                 text=True, timeout=300)
         if result.returncode != 0:
             first = (result.stderr.strip().splitlines() or ["no output"])[0]
-            raise NativeBuildError(f"{compiler} failed on {SOURCE.name}: {first}")
+            names = ", ".join(source.name for source in SOURCES)
+            raise NativeBuildError(f"{compiler} failed on {names}: {first}")
         os.replace(built, target)
     return target
 
@@ -115,14 +117,15 @@ def _build_and_load() -> ctypes.CDLL:
         library = ctypes.CDLL(str(_build(cache, compiler)))
     except (OSError, subprocess.SubprocessError) as error:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
-    for function in (library.max_pool_forward, library.max_pool_backward):
+    for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask):
         function.restype = None
     return library
 
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-    warnings.warn(f"deepobs.native: running aten's max pool instead ({reason})", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"deepobs.native: running torch's own max pool and dropout draws instead ({reason})",
+                  RuntimeWarning, stacklevel=3)
 
 
 def max_pool_applies(x: torch.Tensor) -> bool:
@@ -220,3 +223,43 @@ def max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], 
     """Max pool of x (where max_pool_applies) over windows i * stride - before + [0, kernel), clipped to the
     input, `out_size` of them; then ReLU if `relu`."""
     return _MaxPool.apply(x, tuple(kernel), tuple(stride), tuple(before), tuple(out_size), relu)
+
+
+_TORCH_RAND_LIKE = torch.rand_like  # the spelling the audit's draw injection replaces (parity/dropout.py)
+
+
+def dropout_applies(x: torch.Tensor) -> bool:
+    """Can x's dropout mask come from the Philox kernel: float32 on the CPU, outside torch.compile, and
+    torch.rand_like torch's own? Where the audit feeds the reference's draws in, it has replaced rand_like,
+    and the layer then draws through it, so the audit's train-mode checks run the layer's own rule."""
+    if not (_enabled and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and torch.rand_like is _TORCH_RAND_LIKE):
+        return False
+    try:
+        _library()
+    except NativeBuildError as error:
+        _warn_once(str(error))
+        return False
+    return True
+
+
+def _philox_key() -> ctypes.c_uint64:
+    """A fresh key per mask from torch's default generator: torch.manual_seed (and get/set_rng_state) govern it."""
+    return ctypes.c_uint64(int(torch.empty((), dtype=torch.int64).random_()))
+
+
+def philox_bits(n: int, key: int) -> torch.Tensor:
+    """The kernel's raw 32-bit words for elements 0 .. n-1 of key (as int32 bit patterns; dropout.c's order)."""
+    out = torch.empty(n, dtype=torch.int32)
+    _library().philox_bits(ctypes.c_void_p(out.data_ptr()), ctypes.c_int64(n), ctypes.c_uint64(key))
+    return out
+
+
+def dropout_mask(x: torch.Tensor, p: float, scale: float, key: int | None = None) -> torch.Tensor:
+    """The mask `rand_like(x).ge_(p).mul_(scale)` computes (scale where the draw u >= p, else 0, float32), its
+    draws from Philox4x32-10 on all threads (dropout.c) instead of torch's serial mt19937."""
+    mask = torch.empty_like(x)
+    _library().dropout_mask(ctypes.c_void_p(mask.data_ptr()), ctypes.c_int64(mask.numel()),
+                            _philox_key() if key is None else ctypes.c_uint64(key), ctypes.c_float(p),
+                            ctypes.c_float(scale))
+    return mask
