@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
     problem = PROBLEMS[args.problem]
+    if runner.RunSettings.keep_freed_memory:  # the process as the runner and the benchmark set it up
+        runner.keep_freed_memory()
     size = batch_size(problem)
     step = torch_step(problem, args.phase, fixed_batch(problem, size),
                       compile=runner.RunSettings.compile and not args.eager)

@@ -9,7 +9,10 @@ and its speed against the runner's eager step with a bootstrap interval:
 - eager: the registry's model (the conv models keep activations channels_last);
 - contiguous: eager with the channels_last conversions removed (weights and activations NCHW);
 - foreach / fused: eager with `torch.optim.SGD(foreach=True)` / `(fused=True)`;
-- aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other);
+- aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other,
+  dense layers and dropout draws);
+- torch-dense / torch-dropout: eager with only that part of deepobs.native off (dense layers on torch's own
+  F.linear, dropout masks from torch's generator);
 - compiled: the model compiled in place (inductor, both phases), its compile time printed separately.
 The results decide the runner's defaults (see docs/benchmarks.md, "What the runner does").
 """
@@ -85,9 +88,24 @@ def without_native(step):
     return run
 
 
+def without(step, applies: str):
+    """The step with one of deepobs.native's `*_applies` checks saying no."""
+    def run():
+        saved = getattr(native, applies)
+        setattr(native, applies, lambda *args: False)
+        try:
+            return step()
+        finally:
+            setattr(native, applies, saved)
+    return run
+
+
 def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict, dict]:
     made = {"eager": steps_for(problem, phase, inputs, targets)}
     made["aten-only"] = without_native(steps_for(problem, phase, inputs, targets))
+    made["torch-dense"] = without(steps_for(problem, phase, inputs, targets), "linear_applies")
+    if phase == "train":
+        made["torch-dropout"] = without(steps_for(problem, phase, inputs, targets), "dropout_applies")
     if problem.family.inputs[0].kind == "image":
         made["contiguous"] = steps_for(problem, phase, inputs, targets, contiguous=True)
     if phase == "train":

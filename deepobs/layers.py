@@ -227,11 +227,23 @@ class ResizeBilinearTF1(nn.Module):
         return top + (bottom - top) * y_lerp[:, None]
 
 
+class Dense(nn.Linear):
+    """nn.Linear whose float32 CPU products run on oneDNN's inner product (deepobs.native.linear), the primitive
+    TF's dense layers run; the same parameters, hooks and names as nn.Linear, its other inputs on nn.Linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if native.linear_applies(x, self.weight):
+            return native.linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 class Dropout(nn.Dropout):
     """tf.nn.dropout (what the original's tf.layers.dropout runs): keep x / (1 - rate) where a uniform draw is
     >= rate, 0 elsewhere. nn.Dropout computes the same with a Bernoulli(1 - p) mask; on CPU torch draws that
     (bernoulli_) from 53-bit doubles, two mt19937 numbers per element, one after the other, where rand_like
-    takes one: this site is 1.5-2x faster (docs/benchmarks.md)."""
+    takes one: this site is 1.5-2x faster (docs/benchmarks.md). On float32 CPU input the draws come from
+    deepobs.native's Philox kernel on every thread (same rule, other random numbers; keyed from torch's
+    generator), unless the switch is off or the audit injects its draws through torch.rand_like."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepobs import native
-from deepobs.layers import Conv2dSame, ConvReLU, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
+from deepobs.layers import Conv2dSame, ConvReLU, Dense, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
@@ -118,6 +118,7 @@ def test_max_pool_relu_runs_its_children_once_one_is_hooked_or_replaced():
 
 def test_a_3c3d_training_run_is_the_same_with_and_without_the_kernel(monkeypatch):
     problem = PROBLEMS["cifar10_3c3d"]
+    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart)
     kernel_calls, max_pool = [], native.max_pool
     monkeypatch.setattr(native, "max_pool", lambda x, *args: kernel_calls.append(x.shape) or max_pool(x, *args))
     batch = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
@@ -242,7 +243,8 @@ def test_the_max_pool_gradient_is_itself_differentiable_as_atens(monkeypatch):
     assert (native_second == 0).any() and (native_second != 0).any()
 
 
-def test_a_3c3d_hessian_vector_product_is_the_same_with_and_without_the_kernel():
+def test_a_3c3d_hessian_vector_product_is_the_same_with_and_without_the_kernel(monkeypatch):
+    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart)
     torch.manual_seed(0)
     model = PROBLEMS["cifar10_3c3d"].model().train()
     images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
@@ -367,3 +369,77 @@ def test_the_audits_injected_draws_reach_the_dropout_layer():
     kept = torch.from_numpy(draw.transpose(0, 3, 1, 2)).float() >= 0.2
     assert torch.equal(out, x * kept.float().mul_(1 / 0.8))
     assert injection.consumed == [("dropout", "torch.rand_like")] and injection.unused == []
+
+
+# The dense layers on oneDNN's inner product: nn.Linear's values and gradients to float32 round-off.
+
+DENSE_SHAPES = [(64, 12544, 784), (128, 3136, 1024), (128, 1152, 512), (16, 4096, 10), (64, 24, 49), (3, 5, 1)]
+
+
+def dense_and_grads(layer, x: torch.Tensor, grad_out: torch.Tensor, use_native: bool):
+    with native.enabled(use_native):
+        layer.zero_grad(set_to_none=True)
+        x = x.detach().clone().requires_grad_()
+        out = layer(x)
+        out.backward(grad_out)
+        grads = [x.grad] + [parameter.grad for parameter in layer.parameters()]
+        return [out.detach(), *grads]
+
+
+def relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((value.double() - exact).abs().max() / exact.abs().max()).item()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES)
+def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs, outputs, bias):
+    torch.manual_seed(batch + inputs)
+    layer = Dense(inputs, outputs, bias=bias)
+    x, grad_out = torch.randn(batch, inputs), torch.randn(batch, outputs)
+    exact_layer = torch.nn.Linear(inputs, outputs, bias=bias).double()
+    exact_layer.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    exact = dense_and_grads(exact_layer, x.double(), grad_out.double(), use_native=False)
+    ours = dense_and_grads(layer, x, grad_out, use_native=True)
+    torchs = dense_and_grads(layer, x, grad_out, use_native=False)
+    for mine, theirs, truth in zip(ours, torchs, exact):
+        assert mine.shape == truth.shape and mine.dtype == torch.float32
+        # within 4x the error torch's own float32 product makes (and 1e-6 of the largest value)
+        assert relative_error(mine, truth) <= max(4 * relative_error(theirs, truth), 1e-6)
+
+
+def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkeypatch):
+    """The input gradient from the weight's other orientation (a square layer: same shapes) fails the test."""
+    layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
+    exact_layer = torch.nn.Linear(32, 32).double()
+    exact_layer.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
+    exact = dense_and_grads(exact_layer, x.double(), grad_out.double(), use_native=False)
+    monkeypatch.setattr(native, "_inner_product", lambda x, weight, bias: torch.ops.mkldnn._linear_pointwise(
+        x, weight.t().contiguous() if bias is None else weight, bias, "none", [], ""))
+    ours = dense_and_grads(layer, x, grad_out, use_native=True)
+    assert relative_error(ours[0], exact[0]) < 1e-6  # the forward is right
+    assert relative_error(ours[1], exact[1]) > 0.1  # the input gradient is not: the comparison sees it
+
+
+def test_the_dense_layer_is_twice_differentiable_and_compiles_into_one_graph_on_f_linear():
+    torch.manual_seed(0)
+    layer, x = Dense(20, 7), torch.randn(5, 20, requires_grad=True)
+
+    def second_derivative(use_native: bool) -> torch.Tensor:
+        with native.enabled(use_native):
+            (grad,) = torch.autograd.grad(torch.tanh(layer(x)).pow(2).sum(), x, create_graph=True)
+            return torch.autograd.grad(grad.pow(2).sum(), layer.weight)[0]
+    assert torch.allclose(second_derivative(True), second_derivative(False), rtol=1e-5, atol=1e-6)
+    with torch.no_grad(), native.enabled(True):
+        compiled = torch.compile(layer, fullgraph=True)  # inductor's own product: it lowers oneDNN's frozen only
+        assert torch.allclose(compiled(x), layer(x), rtol=1e-6, atol=1e-6)
+
+
+def test_the_dense_layer_runs_nn_linear_where_onednn_does_not_apply():
+    layer = Dense(6, 4)
+    for x in (torch.randn(3, 6).double(), torch.randn(2, 3, 6)):  # float64; 3-d input
+        with native.enabled(True):
+            assert not native.linear_applies(x, layer.weight.to(x.dtype))
+            assert torch.equal(layer.to(x.dtype)(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    with native.enabled(False):
+        x = torch.randn(3, 6)
+        assert torch.equal(layer.float()(x), torch.nn.functional.linear(x, layer.weight, layer.bias))

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from deepobs.layers import Dropout
+from deepobs.layers import Dense, Dropout
 
 VOCAB_SIZE = 83
 SEQ_LENGTH = 50
@@ -45,7 +45,7 @@ class CharRNN(nn.Module):
         self.lstm = nn.ModuleList(nn.LSTM(rnn_size, rnn_size, batch_first=True) for _ in range(num_layers))
         self.output_dropout = nn.ModuleList(Dropout(DROPOUT) for _ in range(num_layers))
         self.state_out = nn.ModuleList(nn.Identity() for _ in range(num_layers))  # (c, h) after the batch
-        self.softmax = nn.Linear(rnn_size, vocab_size)
+        self.softmax = Dense(rnn_size, vocab_size)
         _glorot_uniform_(self.embedding.weight, vocab_size, rnn_size)
         for lstm in self.lstm:
             # One TF kernel [in + 128, 4 * 128]: both torch halves share its glorot_uniform limit.

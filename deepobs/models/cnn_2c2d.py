@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, FlattenNCHW, MaxPoolReLU, channels_last, tf_truncated_normal_
+from deepobs.layers import Conv2dSame, Dense, FlattenNCHW, MaxPoolReLU, channels_last, tf_truncated_normal_
 
 
 class TwoC2D(nn.Module):
@@ -16,8 +16,8 @@ class TwoC2D(nn.Module):
         self.conv2 = nn.Sequential(Conv2dSame(32, 64, 5))
         self.pool2 = MaxPoolReLU(2, 2)
         self.flatten = FlattenNCHW()
-        self.fc1 = nn.Sequential(nn.Linear(7 * 7 * 64, 1024), nn.ReLU())
-        self.fc2 = nn.Linear(1024, num_outputs)
+        self.fc1 = nn.Sequential(Dense(7 * 7 * 64, 1024), nn.ReLU())
+        self.fc2 = Dense(1024, num_outputs)
         for layer in (self.conv1[0], self.conv2[0], self.fc1[0], self.fc2):
             tf_truncated_normal_(layer.weight, stddev=0.05)
             nn.init.constant_(layer.bias, 0.05)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, FlattenNCHW, MaxPoolReLU, channels_last, tf1_glorot_normal_,
+from deepobs.layers import (Conv2dSame, Dense, FlattenNCHW, MaxPoolReLU, channels_last, tf1_glorot_normal_,
                             tf_glorot_uniform_)
 
 
@@ -20,9 +20,9 @@ class ThreeC3D(nn.Module):
         self.conv3 = nn.Sequential(Conv2dSame(96, 128, 3))
         self.pool3 = MaxPoolReLU(3, 2)
         self.flatten = FlattenNCHW()
-        self.fc1 = nn.Sequential(nn.Linear(3 * 3 * 128, 512), nn.ReLU())
-        self.fc2 = nn.Sequential(nn.Linear(512, 256), nn.ReLU())
-        self.fc3 = nn.Linear(256, num_outputs)
+        self.fc1 = nn.Sequential(Dense(3 * 3 * 128, 512), nn.ReLU())
+        self.fc2 = nn.Sequential(Dense(512, 256), nn.ReLU())
+        self.fc3 = Dense(256, num_outputs)
         for conv in self._convs():
             tf1_glorot_normal_(conv.weight)
             nn.init.zeros_(conv.bias)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobs import losses
-from deepobs.layers import Conv2dSame, ResizeBilinearTF1, channels_last, tf_bn_momentum, tf_glorot_uniform_
+from deepobs.layers import Conv2dSame, Dense, ResizeBilinearTF1, channels_last, tf_bn_momentum, tf_glorot_uniform_
 
 NUM_CLASSES = 1001  # 1000 ImageNet classes and a background class 0
 INPUT_SIZE = (299, 299)  # the data set yields 224x224 crops; the model resizes them
@@ -163,7 +163,7 @@ class AuxHead(nn.Module):
     def __init__(self, in_channels: int, num_outputs: int):
         super().__init__()
         self.layers = nn.Sequential(nn.AvgPool2d(5, 3), ConvBN(in_channels, 128, 1), ConvBN(128, 768, 5, 1, "VALID"))
-        self.dense = nn.Linear(768, num_outputs)
+        self.dense = Dense(768, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dense(torch.flatten(self.layers(x), 1))  # 1x1 spatial: NCHW and NHWC flatten agree
@@ -176,7 +176,7 @@ class Head(nn.Module):
         super().__init__()
         self.pool = nn.AvgPool2d(8, 1)
         self.dropout = nn.Identity()  # tf.layers.dropout(x, 0.8, training): never active, see the module docstring
-        self.dense = nn.Linear(in_channels, num_outputs)
+        self.dense = Dense(in_channels, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dense(torch.flatten(self.dropout(self.pool(x)), 1))

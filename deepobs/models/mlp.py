@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import tf_truncated_normal_
+from deepobs.layers import Dense, tf_truncated_normal_
 
 HIDDEN_WIDTHS = (1000, 500, 100)
 
@@ -15,9 +15,9 @@ class MLP(nn.Module):
         self.flatten = nn.Flatten()
         widths = (num_inputs, *HIDDEN_WIDTHS)
         self.hidden = nn.ModuleList(
-            nn.Sequential(nn.Linear(w_in, w_out), nn.ReLU()) for w_in, w_out in zip(widths, widths[1:])
+            nn.Sequential(Dense(w_in, w_out), nn.ReLU()) for w_in, w_out in zip(widths, widths[1:])
         )
-        self.output = nn.Linear(widths[-1], num_outputs)
+        self.output = Dense(widths[-1], num_outputs)
         for linear in self._linears():
             tf_truncated_normal_(linear.weight, stddev=0.03)
             nn.init.zeros_(linear.bias)

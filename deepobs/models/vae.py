@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import Conv2dSame, ConvTranspose2dSame, Dropout, FlattenNHWC, channels_last, tf_glorot_uniform_
+from deepobs.layers import (Conv2dSame, ConvTranspose2dSame, Dense, Dropout, FlattenNHWC, channels_last,
+                            tf_glorot_uniform_)
 
 N_LATENT = 8
 DROPOUT = 0.2
@@ -70,18 +71,18 @@ class VAE(nn.Module):
             nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
             nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), Dropout(DROPOUT),  # pads 1 before, 2 after
             FlattenNHWC())
-        self.mean = nn.Linear(7 * 7 * 64, n_latent)
-        self.std_dev = nn.Sequential(nn.Linear(7 * 7 * 64, n_latent), Scale(0.5))
+        self.mean = Dense(7 * 7 * 64, n_latent)
+        self.std_dev = nn.Sequential(Dense(7 * 7 * 64, n_latent), Scale(0.5))
         self.sample = Reparameterize()
         self.decoder_dense = nn.Sequential(
-            nn.Sequential(nn.Linear(n_latent, 24), LeakyReLU()),
-            nn.Sequential(nn.Linear(24, 49), LeakyReLU()))
+            nn.Sequential(Dense(n_latent, 24), LeakyReLU()),
+            nn.Sequential(Dense(24, 49), LeakyReLU()))
         self.decoder_convs = nn.Sequential(
             nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), Dropout(DROPOUT),  # 7 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), Dropout(DROPOUT),  # 14 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()),  # no dropout after the last one
             FlattenNHWC())
-        self.output = nn.Sequential(nn.Linear(14 * 14 * 64, 28 * 28), nn.Sigmoid())
+        self.output = nn.Sequential(Dense(14 * 14 * 64, 28 * 28), nn.Sigmoid())
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                 tf_glorot_uniform_(module.weight)

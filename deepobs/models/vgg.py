@@ -6,8 +6,8 @@ import functools
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, ConvReLU, Dropout, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1, channels_last,
-                            tf1_glorot_normal_, tf_glorot_uniform_)
+from deepobs.layers import (Conv2dSame, ConvReLU, Dense, Dropout, FlattenNCHW, MaxPool2dSame, ResizeBilinearTF1,
+                            channels_last, tf1_glorot_normal_, tf_glorot_uniform_)
 
 IMAGE_SIZE = (224, 224)  # the original resizes every input to this (ImageNet's 224 passes through)
 POOL = "M"  # a 2x2/2 'SAME' max pool
@@ -42,7 +42,7 @@ class VGG(nn.Module):
         features = FEATURE_CHW[0] * FEATURE_CHW[1] * FEATURE_CHW[2]
         # skip_init: torch's default draw of the 124M dense weights (a third of the build time) would be
         # overwritten below anyway.
-        dense = functools.partial(torch.nn.utils.skip_init, nn.Linear)
+        dense = functools.partial(torch.nn.utils.skip_init, Dense)
         self.classifier = nn.Sequential(
             nn.Sequential(dense(features, HIDDEN_UNITS), nn.ReLU()),
             Dropout(DROPOUT_RATE),

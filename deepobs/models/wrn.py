@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import Conv2dSame, MaxPool2dSame, channels_last, tf_bn_momentum, tf_glorot_uniform_
+from deepobs.layers import Conv2dSame, Dense, MaxPool2dSame, channels_last, tf_bn_momentum, tf_glorot_uniform_
 
 TF_BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -67,7 +67,7 @@ class WideResNet(nn.Module):
             units += [Unit(filters[group + 1]) for _ in range(1, num_residual_units)]
             self.groups.append(nn.Sequential(*units))
         self.bn_last = _bn(filters[-1])
-        self.dense = nn.Linear(filters[-1], num_outputs)
+        self.dense = Dense(filters[-1], num_outputs)
         for conv in self._convs():
             tf_glorot_uniform_(conv.weight)
         tf_glorot_uniform_(self.dense.weight)

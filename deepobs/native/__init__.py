@@ -11,7 +11,15 @@
   one oneDNN convolution with a ReLU post-op, the op inductor's freezing pass emits. Bit-identical; saves
   the ReLU's pass over the activation (All-CNN-C's and VGG's evaluation forward, eager and compiled).
 
-`DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches both off; the values are the same.
+- `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
+  counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
+  one serial mt19937 stream (9.5 ns a number). Same rule (keep `1 / (1 - p)` where u >= p); the draws are
+  other random numbers, keyed per mask from torch's default generator, so `torch.manual_seed` fixes them
+  and they do not depend on the thread count. Where the audit injects the reference's draws (it replaces
+  `torch.rand_like`), the layer draws through torch again.
+
+`DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches them off: the pool and conv values are the
+same, the dropout masks come from torch's generator (another random stream, the same distribution).
 """
 from __future__ import annotations
 
@@ -263,3 +271,47 @@ def dropout_mask(x: torch.Tensor, p: float, scale: float, key: int | None = None
                             _philox_key() if key is None else ctypes.c_uint64(key), ctypes.c_float(p),
                             ctypes.c_float(scale))
     return mask
+
+
+def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Can x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on, not
+    under torch.compile (inductor lowers the op only with the weight frozen into the graph as a constant)?"""
+    return (_enabled and _HAS_ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.device.type == "cpu" and x.dim() == 2 and weight.is_contiguous()
+            and not torch.compiler.is_compiling())
+
+
+def _inner_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _Linear(torch.autograd.Function):
+    """F.linear with its forward and input gradient on oneDNN's inner product (the primitive TF's dense layers
+    run), its weight gradient torch's own `grad.T @ x`: on the CPUs measured here torch's MKL products of the
+    dense layers' shapes were up to 2x slower (docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _inner_product(x.contiguous(), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            differentiable = torch.is_grad_enabled()  # create_graph=True: spelled in differentiable ops
+            grad_x = grad @ weight if differentiable else _inner_product(grad.contiguous(), weight.t(), None)
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad.t() @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) (where linear_applies) on oneDNN; without gradients the bare primitive."""
+    if not torch.is_grad_enabled():
+        return _inner_product(x.contiguous(), weight, bias)
+    return _Linear.apply(x, weight, bias)
