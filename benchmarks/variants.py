@@ -11,8 +11,8 @@ and its speed against the runner's eager step with a bootstrap interval:
 - foreach / fused: eager with `torch.optim.SGD(foreach=True)` / `(fused=True)`;
 - aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other,
   dense layers and dropout draws);
-- torch-dense / torch-dropout: eager with only that part of deepobs.native off (dense layers on torch's own
-  F.linear, dropout masks from torch's generator);
+- torch-dense / torch-dropout / unfused: eager with only that part of deepobs.native off (dense layers on
+  torch's own F.linear; dropout masks from torch's generator; activation and dropout as two layers);
 - compiled: the model compiled in place (inductor, both phases), its compile time printed separately.
 The results decide the runner's defaults (see docs/benchmarks.md, "What the runner does").
 """
@@ -106,6 +106,7 @@ def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict,
     made["torch-dense"] = without(steps_for(problem, phase, inputs, targets), "linear_applies")
     if phase == "train":
         made["torch-dropout"] = without(steps_for(problem, phase, inputs, targets), "dropout_applies")
+        made["unfused"] = without(steps_for(problem, phase, inputs, targets), "activation_dropout_applies")
     if problem.family.inputs[0].kind == "image":
         made["contiguous"] = steps_for(problem, phase, inputs, targets, contiguous=True)
     if phase == "train":

@@ -133,6 +133,12 @@ class ConvReLU(nn.Sequential):
         return super().forward(x)
 
 
+def _hooked(*modules: nn.Module) -> bool:
+    return any(_GLOBAL_MODULE_HOOKS) or any(module._forward_hooks or module._forward_pre_hooks or
+                                            module._backward_hooks or module._backward_pre_hooks for module in modules)
+
+
+
 def _runs_as_one(block: nn.Sequential, first_types: tuple[type, ...]) -> bool:
     """Are `block`'s two children still (one of `first_types`, a plain nn.ReLU), neither hooked? Once a child is
     replaced (a planted bug, a user's edit) or hooked (the audit's taps), the children run one by one, so
@@ -140,10 +146,8 @@ def _runs_as_one(block: nn.Sequential, first_types: tuple[type, ...]) -> bool:
     if len(block) != 2:
         return False
     first, activation = block[0], block[1]
-    hooked = any(_GLOBAL_MODULE_HOOKS) or any(module._forward_hooks or module._forward_pre_hooks or
-                                              module._backward_hooks or module._backward_pre_hooks
-                                              for module in (first, activation))
-    return type(first) in first_types and type(activation) is nn.ReLU and not activation.inplace and not hooked
+    return (type(first) in first_types and type(activation) is nn.ReLU and not activation.inplace
+            and not _hooked(first, activation))
 
 
 # torch.nn.modules.module.register_module_*_hook: hooks on every module, the children of a fused pair included
@@ -319,3 +323,40 @@ def tf_glorot_uniform_(tensor: torch.Tensor) -> torch.Tensor:
 def tf_bn_momentum(tf_momentum: float) -> float:
     """TF keeps `momentum` of the old statistic, PyTorch weights the new batch with it."""
     return 1.0 - tf_momentum
+
+
+class SequentialFusingDropout(nn.Sequential):
+    """nn.Sequential in which a block ending in an activation (a plain nn.ReLU, or a module naming its kind in a
+    `fused_activation` (kind, slope) attribute) followed by a Dropout runs, in training, the activation and the
+    dropout as one pass each way (deepobs.native.activation_dropout: the same bits as the two layers, the
+    mask drawn again in the backward instead of kept). Hooked or replaced modules run one by one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        children, index = list(self), 0
+        while index < len(children):
+            block = children[index]
+            after = children[index + 1] if index + 1 < len(children) else None
+            activation = _fusable_activation(block, after)
+            if activation is None:
+                x, index = block(x), index + 1
+                continue
+            for module in list(block)[:-1]:
+                x = module(x)
+            if native.activation_dropout_applies(x):
+                x = native.activation_dropout(x, *activation, after.p)
+            else:
+                x = after(block[-1](x))
+            index += 2
+        return x
+
+
+def _fusable_activation(block: nn.Module, after: nn.Module | None) -> tuple[str, float] | None:
+    """(kind, slope) of `block`'s last module if it and the Dropout `after` it may run as one, else None."""
+    if type(after) is not Dropout or not after.training or type(block) not in (nn.Sequential, ConvReLU):
+        return None
+    if len(block) == 0 or _hooked(block, block[-1], after):
+        return None
+    activation = block[-1]
+    if type(activation) is nn.ReLU:
+        return None if activation.inplace else ("relu", 0.0)
+    return getattr(activation, "fused_activation", None)

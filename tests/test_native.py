@@ -443,3 +443,108 @@ def test_the_dense_layer_runs_nn_linear_where_onednn_does_not_apply():
     with native.enabled(False):
         x = torch.randn(3, 6)
         assert torch.equal(layer.float()(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+# An activation and the dropout after it as one kernel: the same bits as the two layers one after the other.
+
+def unfused(kind: str):
+    """The layers the fused kernel replaces: (activation, slope)."""
+    from deepobs.models.vae import LRELU_ALPHA, LeakyReLU
+    return (LeakyReLU(), LRELU_ALPHA) if kind == "leaky_relu" else (torch.nn.ReLU(), 0.0)
+
+
+def activation_dropout_and_grads(x, grad_out, kind: str, p: float, key: int, fused: bool):
+    activation, slope = unfused(kind)
+    x = x.detach().clone().requires_grad_()
+    if fused:
+        out = native.activation_dropout(x, kind, slope, p, key=key)
+    else:
+        out = activation(x) * native.dropout_mask(x, p, 1 / (1 - p), key=key)
+    out.backward(grad_out)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("kind", ["leaky_relu", "relu"])
+@pytest.mark.parametrize("values", ["normal", "ties, -0.0 and NaN"])
+def test_the_fused_activation_and_dropout_are_the_two_layers_bit_for_bit(kind, values, layout):
+    x = inputs("ties, -0.0 and NaN" if values != "normal" else "normal", (4, 16, 7, 9))
+    x = nhwc(x) if layout == "nhwc" else x
+    grad_out = torch.randn(4, 16, 7, 9)
+    fused = activation_dropout_and_grads(x, grad_out, kind, 0.2, key=11, fused=True)
+    layers = activation_dropout_and_grads(x, grad_out, kind, 0.2, key=11, fused=False)
+    assert same_bits(fused[0], layers[0]) and same_bits(fused[1], layers[1])
+    assert fused[0].stride() == x.stride()
+
+
+def test_a_planted_tie_rule_slip_in_the_fused_backward_is_caught(monkeypatch):
+    """The leaky ReLU's gradient at x == 0 taken as 0.3 (F.leaky_relu's rule, not TF's): the comparison fails."""
+    x = inputs("ties", (4, 16, 6, 6))  # a fifth of the elements exactly 0
+    grad_out = torch.randn(4, 16, 6, 6)
+    layers = activation_dropout_and_grads(x, grad_out, "leaky_relu", 0.2, key=5, fused=False)
+    real = native._ActivationDropout.backward
+
+    def x_above_zero_rule(ctx, grad):
+        (grad_x, *rest) = real(ctx, grad)
+        (x,) = ctx.saved_tensors
+        return (torch.where(x == 0, grad_x * 0.3, grad_x), *rest)
+    monkeypatch.setattr(native._ActivationDropout, "backward", staticmethod(x_above_zero_rule))
+    slipped = activation_dropout_and_grads(x, grad_out, "leaky_relu", 0.2, key=5, fused=True)
+    assert same_bits(slipped[0], layers[0]) and not same_bits(slipped[1], layers[1])
+
+
+def training_step_bits(name: str, monkeypatch, fused: bool, batch: int = 4) -> list[torch.Tensor]:
+    problem = PROBLEMS[name]
+    calls = []
+    with monkeypatch.context() as patch:
+        real = native.activation_dropout
+        patch.setattr(native, "activation_dropout", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+        if not fused:
+            patch.setattr(native, "activation_dropout_applies", lambda x: False)
+        torch.manual_seed(0)
+        model = problem.model().train()
+        shape = problem.family.inputs[0].shape
+        images = torch.rand(batch, *shape)
+        torch.manual_seed(1)
+        out = model(images)
+        loss = sum(part.float().sum() for part in (out if isinstance(out, tuple) else (out,)))
+        loss.backward()
+    assert (len(calls) > 0) == fused
+    return [loss.detach()] + [parameter.grad for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["mnist_vae", "cifar100_allcnnc"])
+def test_a_training_step_is_the_same_with_and_without_the_fused_activation_dropout(name, monkeypatch):
+    fused, layers = (training_step_bits(name, monkeypatch, use) for use in (True, False))
+    assert all(same_bits(a, b) for a, b in zip(fused, layers))
+
+
+def test_hooked_or_replaced_pairs_and_double_backward_run_the_layers():
+    from deepobs.layers import SequentialFusingDropout
+    model = PROBLEMS["mnist_vae"].model().train()
+    x = nhwc(torch.randn(2, 64, 14, 14))
+    pairs = model.decoder_convs
+    assert isinstance(pairs, SequentialFusingDropout)
+    seen = []
+    handle = pairs[0][1].register_forward_hook(lambda module, args, out: seen.append(out))
+    calls = []
+    real = native.activation_dropout
+    native.activation_dropout = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)
+    try:
+        pairs(x[:, :1, :7, :7].contiguous(memory_format=torch.channels_last))
+        assert len(seen) == 1 and len(calls) == 1  # the hooked ReLU ran as a layer, the unhooked pair fused
+        handle.remove()
+        pairs[1] = torch.nn.Dropout(0.2)  # replaced: torch's own dropout runs after the first pair
+        pairs(x[:, :1, :7, :7].contiguous(memory_format=torch.channels_last))
+        assert len(calls) == 2  # only the second pair fused again
+    finally:
+        native.activation_dropout = real
+    x = torch.randn(3, 16, 5, 5, requires_grad=True)
+
+    def second(fused: bool) -> torch.Tensor:
+        activation, slope = unfused("leaky_relu")
+        out = (native.activation_dropout(x, "leaky_relu", slope, 0.2, key=3) if fused
+               else activation(x) * native.dropout_mask(x, 0.2, 1.25, key=3))
+        (grad,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(grad.sum(), x)[0]
+    assert torch.equal(second(True), second(False))

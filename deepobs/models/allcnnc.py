@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import Conv2dSame, ConvReLU, Dropout, channels_last, tf1_glorot_normal_
+from deepobs.layers import (Conv2dSame, ConvReLU, Dropout, SequentialFusingDropout, channels_last,
+                            tf1_glorot_normal_)
 
 # (out_channels, kernel, stride, tf_padding) of the nine convs; each is followed by a ReLU,
 # the last (the 1x1 conv to the class scores) included.
@@ -32,7 +33,7 @@ class AllCNNC(nn.Module):
                 layers.append(Dropout(DROPOUT_BEFORE[index]))
             layers.append(ConvReLU(_conv(in_channels, out_channels, kernel, stride, padding)))
             in_channels = out_channels
-        self.features = nn.Sequential(*layers)
+        self.features = SequentialFusingDropout(*layers)
         for conv in self._convs():
             tf1_glorot_normal_(conv.weight)
             nn.init.constant_(conv.bias, 0.1)

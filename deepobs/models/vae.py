@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, ConvTranspose2dSame, Dense, Dropout, FlattenNHWC, channels_last,
-                            tf_glorot_uniform_)
+from deepobs.layers import (Conv2dSame, ConvTranspose2dSame, Dense, Dropout, FlattenNHWC, SequentialFusingDropout,
+                            channels_last, tf_glorot_uniform_)
 
 N_LATENT = 8
 DROPOUT = 0.2
@@ -42,6 +42,8 @@ class _MaxOfXAndScaledX(torch.autograd.Function):
 class LeakyReLU(nn.Module):
     """The original's lrelu: max(x, 0.3 x), with TF's gradient at x == 0 (see _MaxOfXAndScaledX)."""
 
+    fused_activation = ("leaky_relu", LRELU_ALPHA)  # with a Dropout after it (SequentialFusingDropout)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _MaxOfXAndScaledX.apply(x)
 
@@ -66,7 +68,7 @@ class Reparameterize(nn.Module):
 class VAE(nn.Module):
     def __init__(self, n_latent: int = N_LATENT):
         super().__init__()
-        self.encoder = nn.Sequential(
+        self.encoder = SequentialFusingDropout(
             nn.Sequential(Conv2dSame(1, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
             nn.Sequential(Conv2dSame(64, 64, 4, 2), LeakyReLU()), Dropout(DROPOUT),
             nn.Sequential(Conv2dSame(64, 64, 4, 1), LeakyReLU()), Dropout(DROPOUT),  # pads 1 before, 2 after
@@ -77,7 +79,7 @@ class VAE(nn.Module):
         self.decoder_dense = nn.Sequential(
             nn.Sequential(Dense(n_latent, 24), LeakyReLU()),
             nn.Sequential(Dense(24, 49), LeakyReLU()))
-        self.decoder_convs = nn.Sequential(
+        self.decoder_convs = SequentialFusingDropout(
             nn.Sequential(ConvTranspose2dSame(1, 64, 4, 2), nn.ReLU()), Dropout(DROPOUT),  # 7 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()), Dropout(DROPOUT),  # 14 -> 14
             nn.Sequential(ConvTranspose2dSame(64, 64, 4, 1), nn.ReLU()),  # no dropout after the last one

@@ -17,6 +17,9 @@
   other random numbers, keyed per mask from torch's default generator, so `torch.manual_seed` fixes them
   and they do not depend on the thread count. Where the audit injects the reference's draws (it replaces
   `torch.rand_like`), the layer draws through torch again.
+- `activation_dropout` (C, `dropout.c`): a ReLU or the VAE's leaky ReLU and the dropout after it in one pass
+  each way, the mask drawn again from its key in the backward instead of kept; the same bits as the two
+  layers (`deepobs.layers.SequentialFusingDropout` runs it for the VAE's and All-CNN-C's pairs).
 
 `DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches them off: the pool and conv values are the
 same, the dropout masks come from torch's generator (another random stream, the same distribution).
@@ -125,7 +128,8 @@ def _build_and_load() -> ctypes.CDLL:
         library = ctypes.CDLL(str(_build(cache, compiler)))
     except (OSError, subprocess.SubprocessError) as error:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
-    for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask):
+    for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask,
+                     library.act_dropout_forward, library.act_dropout_backward):
         function.restype = None
     return library
 
@@ -271,6 +275,57 @@ def dropout_mask(x: torch.Tensor, p: float, scale: float, key: int | None = None
                             _philox_key() if key is None else ctypes.c_uint64(key), ctypes.c_float(p),
                             ctypes.c_float(scale))
     return mask
+
+
+
+ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1}  # as in dropout.c
+
+
+def activation_dropout_applies(x: torch.Tensor) -> bool:
+    """Can an activation and the dropout after it run as one kernel on x (where dropout_applies, dense layout)?"""
+    dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+    return dense and dropout_applies(x)
+
+
+def _same_layout_as(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad if grad.stride() == x.stride() else torch.empty_like(x).copy_(grad)
+
+
+class _ActivationDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kind, slope, p, scale, key):
+        out = torch.empty_like(x)
+        _library().act_dropout_forward(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                                       ctypes.c_int64(x.numel()), ctypes.c_uint64(key), ctypes.c_float(p),
+                                       ctypes.c_float(scale), ACTIVATION_CODES[kind], ctypes.c_float(slope))
+        ctx.save_for_backward(x)
+        ctx.settings = kind, slope, p, scale, key
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,), (kind, slope, p, scale, key) = ctx.saved_tensors, ctx.settings
+        if torch.is_grad_enabled():  # create_graph=True: the same rule in differentiable ops, the same mask
+            kept_grad = grad * dropout_mask(x, p, scale, key)
+            if kind == "leaky_relu":
+                return torch.where(x >= 0, kept_grad, kept_grad * slope), None, None, None, None, None
+            return torch.where(x <= 0, 0.0, kept_grad), None, None, None, None, None
+        grad = _same_layout_as(x, grad)
+        grad_x = torch.empty_like(x)
+        _library().act_dropout_backward(ctypes.c_void_p(grad.data_ptr()), ctypes.c_void_p(x.data_ptr()),
+                                        ctypes.c_void_p(grad_x.data_ptr()), ctypes.c_int64(x.numel()),
+                                        ctypes.c_uint64(key), ctypes.c_float(p), ctypes.c_float(scale),
+                                        ACTIVATION_CODES[kind], ctypes.c_float(slope))
+        return grad_x, None, None, None, None, None
+
+
+def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: int | None = None) -> torch.Tensor:
+    """Dropout(p)(activation(x)) in one pass each way (dropout.c): kind "relu" (torch.relu) or "leaky_relu"
+    (F.leaky_relu(x, slope) forward, TF's max(x, slope x) gradient, 1 at x == 0). The mask is the one
+    dropout_mask draws for the same key, drawn again in the backward instead of kept: the same bits as
+    the two layers one after the other."""
+    scale = 1 / (1 - p) if p < 1 else 0.0
+    return _ActivationDropout.apply(x, kind, slope, p, scale, _philox_key().value if key is None else key)
 
 
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -56,6 +56,16 @@ void philox_bits(uint32_t *restrict out, int64_t n, uint64_t key) {
     }
 }
 
+/* The mask of block b (64 elements from b * 64), as dropout_mask writes it. */
+static inline void mask_block(int64_t b, uint64_t key, float p, uint32_t scale_bits, floats kept[4]) {
+    words block[4];
+    philox_block((uint64_t)b * LANES, key, block);
+    for (int word = 0; word < 4; word++) {
+        floats u = __builtin_convertvector(block[word] >> 8, floats) * 0x1p-24f;
+        kept[word] = (floats)((words)(u >= p) & scale_bits);
+    }
+}
+
 /* mask[i] = scale if u_i >= p else 0. */
 void dropout_mask(float *restrict mask, int64_t n, uint64_t key, float p, float scale) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
@@ -63,13 +73,58 @@ void dropout_mask(float *restrict mask, int64_t n, uint64_t key, float p, float 
     memcpy(&scale_bits, &scale, sizeof scale_bits);
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        words block[4], kept[4];
-        philox_block((uint64_t)b * LANES, key, block);
-        for (int word = 0; word < 4; word++) {
-            floats u = __builtin_convertvector(block[word] >> 8, floats) * 0x1p-24f;
-            kept[word] = (words)(u >= p) & scale_bits;
-        }
+        floats kept[4];
+        mask_block(b, key, p, scale_bits, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(mask + start, kept, (size_t)count * sizeof(float));
+    }
+}
+
+static inline floats pick(words mask, floats yes, floats no) {
+    return (floats)(((words)yes & mask) | ((words)no & ~mask));
+}
+
+/* An activation and the dropout after it, one pass each way, the mask drawn again in the backward instead of
+ * kept. kind 0: the VAE's leaky ReLU, forward F.leaky_relu's x > 0 ? x : x * slope, backward TF's Maximum
+ * rule x >= 0 ? g : g * slope; kind 1: ReLU, forward torch.relu's x < 0 ? 0 : x (-0.0 and NaN pass), backward
+ * threshold_backward's x <= 0 ? 0 : g. The dropout multiplies the activation by the mask (forward) and the
+ * gradient by it before the activation's rule (backward), as the layers one after the other do: the same bits. */
+void act_dropout_forward(const float *restrict x, float *restrict out, int64_t n, uint64_t key, float p, float scale,
+                         int kind, float slope) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);
+    #pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        floats kept[4], values[4] = {{0}};
+        mask_block(b, key, p, scale_bits, kept);
+        int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
+        memcpy(values, x + start, (size_t)count * sizeof(float));
+        for (int word = 0; word < 4; word++) {
+            floats v = values[word], zero = {0};
+            floats active = kind == 0 ? pick((words)(v > 0), v, v * slope) : pick((words)(v < 0), zero, v);
+            values[word] = active * kept[word];
+        }
+        memcpy(out + start, values, (size_t)count * sizeof(float));
+    }
+}
+
+void act_dropout_backward(const float *restrict grad, const float *restrict x, float *restrict grad_in, int64_t n,
+                          uint64_t key, float p, float scale, int kind, float slope) {
+    int64_t blocks = (n + BLOCK - 1) / BLOCK;
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);
+    #pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        floats kept[4], grads[4] = {{0}}, inputs[4] = {{0}};
+        mask_block(b, key, p, scale_bits, kept);
+        int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
+        memcpy(grads, grad + start, (size_t)count * sizeof(float));
+        memcpy(inputs, x + start, (size_t)count * sizeof(float));
+        for (int word = 0; word < 4; word++) {
+            floats g = grads[word] * kept[word], v = inputs[word], zero = {0};
+            grads[word] = kind == 0 ? pick((words)(v >= 0), g, g * slope) : pick((words)(v <= 0), zero, g);
+        }
+        memcpy(grad_in + start, grads, (size_t)count * sizeof(float));
     }
 }
