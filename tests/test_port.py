@@ -1,4 +1,4 @@
-"""The PyTorch port on its own: sizes, TF 'SAME' padding, the TF1 Adam formula, the fused SGD update."""
+"""The PyTorch port on its own: sizes, TF 'SAME' padding, the TF1 Adam formula, the SGD update's element pairing."""
 import math
 
 import pytest
@@ -109,36 +109,16 @@ def test_tf1_adam_first_steps_follow_tf1_formula():
 
 
 @pytest.mark.parametrize("kind", ["sgd", "momentum"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_the_fused_sgd_update_is_the_for_loop_update_bit_for_bit(kind, dtype):
-    """The runner's SGD and momentum run torch's fused kernel: the same bits as the per-parameter update over
-    steps with gradients of every sign and size (and a planted learning-rate slip that the comparison sees)."""
+def test_the_sgd_update_pairs_elements_by_index_whatever_the_gradients_memory_format(kind):
+    """A channels_last parameter given an NCHW gradient (as the audit sets them) is updated element by element.
+    torch 2.14.1's fused=True CPU kernel pairs them by memory order and fails this (0.33 off here)."""
     torch.manual_seed(0)
-    shapes = [(784, 257), (64,), (64, 64, 4, 4), (1,)]
-    start = [torch.randn(shape, dtype=dtype) for shape in shapes]
-    gradients = [[torch.randn(shape, dtype=dtype) * 10.0 ** torch.randint(-6, 3, ()) for shape in shapes]
-                 for _ in range(4)]
-
-    def trained(make, lr: float) -> list[torch.Tensor]:
-        params = [value.clone().requires_grad_() for value in start]
-        optimizer = make(params, lr)
-        for step in gradients:
-            for param, grad in zip(params, step):
-                param.grad = grad.clone()
-            optimizer.step()
-        return [param.detach() for param in params]
-
-    optimizer = OPTIMIZERS[kind]([torch.zeros(2, dtype=dtype, requires_grad=True)], 0.1)
-    assert optimizer.defaults["fused"] is True
-    extra = {"momentum": 0.9} if kind == "momentum" else {}
-    loop = trained(lambda params, lr: torch.optim.SGD(params, lr=lr, foreach=False, **extra), 0.01)
-    assert all(torch.equal(a, b) for a, b in zip(trained(OPTIMIZERS[kind], 0.01), loop))
-    assert not all(torch.equal(a, b) for a, b in zip(trained(OPTIMIZERS[kind], 0.01 * (1 + 2 ** -20)), loop))
-
-
-def test_sgd_falls_back_to_the_for_loop_where_fused_is_not_supported():
-    param = torch.zeros(3, requires_grad=True)
-    assert OPTIMIZERS["momentum"]([{"params": [param]}], 0.1).defaults["fused"] is None  # parameter groups
+    start = torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 3, 2, 2)
+    param = start.clone(memory_format=torch.channels_last).requires_grad_()
+    param.grad = grad.clone()
+    OPTIMIZERS[kind]([param], 0.1).step()
+    torch.testing.assert_close(param.detach(), start - 0.1 * grad)
 
 
 @pytest.mark.parametrize("name", ["mnist_vae", "tolstoi_char_rnn", "quadratic_deep", "two_d_branin", "mnist_2c2d"])
