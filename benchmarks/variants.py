@@ -8,7 +8,8 @@ variants, all interleaved round by round (benchmarks/stats.py), and prints each 
 and its speed against the runner's eager step with a bootstrap interval:
 - eager: the registry's model (the conv models keep activations channels_last);
 - contiguous: eager with the channels_last conversions removed (weights and activations NCHW);
-- foreach / fused: eager with `torch.optim.SGD(foreach=True)` / `(fused=True)`;
+- loop / foreach / fused: eager with `torch.optim.SGD()` (its for-loop update) / `(foreach=True)` /
+  `(fused=True)` instead of the runner's momentum optimizer (deepobs.optim: fused where the layouts allow);
 - aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other,
   dense layers and dropout draws);
 - torch-dense / torch-dropout / unfused: eager with only that part of deepobs.native off (dense layers on
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 
 from benchmarks.stats import bootstrap_median, paired_ratios, time_interleaved  # noqa: E402
 from deepobs import native, runner  # noqa: E402
+from deepobs.optim import OPTIMIZERS  # noqa: E402
 from deepobs.problems import PROBLEMS  # noqa: E402
 from parity.frameworks import THREADS  # noqa: E402,F401  (pins torch's threads as the benchmarks do)
 
@@ -76,7 +78,10 @@ def steps_for(problem, phase: str, inputs, targets, compile: bool = False, conti
                 return model(*inputs)
         return step
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, **(optimizer_flags or {}))
+    if optimizer_flags is None:
+        optimizer = OPTIMIZERS["momentum"](model.parameters(), LEARNING_RATE)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9, **optimizer_flags)
     batch = (*inputs, targets) if targets is not None else tuple(inputs)
     return lambda: runner.train_step(problem, model, optimizer, batch, None, needs_closure=False)
 
@@ -110,6 +115,7 @@ def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict,
     if problem.family.inputs[0].kind == "image":
         made["contiguous"] = steps_for(problem, phase, inputs, targets, contiguous=True)
     if phase == "train":
+        made["loop"] = steps_for(problem, phase, inputs, targets, optimizer_flags={})
         made["foreach"] = steps_for(problem, phase, inputs, targets, optimizer_flags={"foreach": True})
         made["fused"] = steps_for(problem, phase, inputs, targets, optimizer_flags={"fused": True})
     compile_seconds = {}

@@ -55,15 +55,37 @@ class TF1Adam(torch.optim.Optimizer):
         return loss
 
 
-# Not fused=True: torch 2.14.1's fused CPU SGD pairs parameter and gradient elements by memory order, so a
-# gradient in another memory format than its channels_last parameter updates the wrong elements (the audit's
-# step checks: relative error 1.7; tests/test_port.py). It measured x1.04 on mnist_vae's training step only.
+class SGD(torch.optim.SGD):
+    """torch.optim.SGD on torch's fused CPU kernel (one pass over parameter, gradient and momentum; the same bits
+    as the for-loop update, tests/test_port.py) for the steps where that is safe, the for-loop update otherwise.
+
+    torch 2.14.1's fused CPU kernel pairs parameter, gradient and momentum elements by memory order: a gradient
+    in another memory format than its channels_last parameter (as the audit sets them) would update the wrong
+    elements (relative error 1.7 in the audit's step checks). So a step is fused only when every parameter is
+    a CPU floating tensor whose gradient and momentum buffer have its strides, as autograd's gradients do.
+    mnist_vae's training step x1.04 [1.02, 1.04] on the AMD machine (docs/benchmarks.md)."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            stepped = [param for param in group["params"] if param.grad is not None]
+            buffers = [self.state.get(param, {}).get("momentum_buffer") for param in stepped]
+            # torch's fused step creates every momentum buffer on its first step, or none
+            consistent = all(b is None for b in buffers) or all(b is not None for b in buffers)
+            group["fused"] = (consistent and all(map(self._pairs_by_memory_order, stepped, buffers))) or None
+        return super().step(closure)
+
+    @staticmethod
+    def _pairs_by_memory_order(param: torch.Tensor, buffer: torch.Tensor | None) -> bool:
+        return (param.device.type == "cpu" and param.is_floating_point() and not param.grad.is_sparse
+                and param.grad.stride() == param.stride() and (buffer is None or buffer.stride() == param.stride()))
+
+
 def sgd(params, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr)
+    return SGD(params, lr=lr)
 
 
 def momentum(params, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    return SGD(params, lr=lr, momentum=momentum)
 
 
 def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:

@@ -1,4 +1,4 @@
-"""The PyTorch port on its own: sizes, TF 'SAME' padding, the TF1 Adam formula, the SGD update's element pairing."""
+"""The PyTorch port on its own: sizes, TF 'SAME' padding, the TF1 Adam formula, the fused SGD update."""
 import math
 
 import pytest
@@ -108,8 +108,42 @@ def test_tf1_adam_first_steps_follow_tf1_formula():
         torch.testing.assert_close(param.detach(), expected, rtol=1e-14, atol=0)
 
 
+def fused_calls(monkeypatch) -> list:
+    calls, real = [], torch._fused_sgd_
+    monkeypatch.setattr(torch, "_fused_sgd_", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    return calls
+
+
 @pytest.mark.parametrize("kind", ["sgd", "momentum"])
-def test_the_sgd_update_pairs_elements_by_index_whatever_the_gradients_memory_format(kind):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fused_sgd_steps_are_the_for_loop_update_bit_for_bit(kind, dtype, monkeypatch):
+    """Parameters in both memory formats with gradients in theirs (as autograd makes them), gradients of every
+    size: torch's fused kernel runs and gives the for-loop update's bits; a planted learning-rate slip does not."""
+    torch.manual_seed(0)
+    start = [torch.randn(784, 257, dtype=dtype), torch.randn(64, dtype=dtype),
+             torch.randn(64, 32, 4, 4, dtype=dtype).contiguous(memory_format=torch.channels_last)]
+    steps = [[torch.empty_like(value).normal_().mul_(10.0 ** torch.randint(-6, 3, ()).item()) for value in start]
+             for _ in range(4)]
+
+    def trained(make, lr: float) -> list[torch.Tensor]:
+        params = [value.clone().requires_grad_() for value in start]
+        optimizer = make(params, lr)
+        for gradients in steps:
+            for param, grad in zip(params, gradients):
+                param.grad = grad.clone()
+            optimizer.step()
+        return [param.detach() for param in params]
+
+    extra = {"momentum": 0.9} if kind == "momentum" else {}
+    loop = trained(lambda params, lr: torch.optim.SGD(params, lr=lr, foreach=False, **extra), 0.01)
+    calls = fused_calls(monkeypatch)
+    assert all(torch.equal(a, b) for a, b in zip(trained(OPTIMIZERS[kind], 0.01), loop))
+    assert len(calls) == 4
+    assert not all(torch.equal(a, b) for a, b in zip(trained(OPTIMIZERS[kind], 0.01 * (1 + 2 ** -20)), loop))
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum"])
+def test_the_sgd_update_pairs_elements_by_index_whatever_the_gradients_memory_format(kind, monkeypatch):
     """A channels_last parameter given an NCHW gradient (as the audit sets them) is updated element by element.
     torch 2.14.1's fused=True CPU kernel pairs them by memory order and fails this (0.33 off here)."""
     torch.manual_seed(0)
@@ -117,8 +151,10 @@ def test_the_sgd_update_pairs_elements_by_index_whatever_the_gradients_memory_fo
     grad = torch.randn(4, 3, 2, 2)
     param = start.clone(memory_format=torch.channels_last).requires_grad_()
     param.grad = grad.clone()
+    calls = fused_calls(monkeypatch)
     OPTIMIZERS[kind]([param], 0.1).step()
     torch.testing.assert_close(param.detach(), start - 0.1 * grad)
+    assert calls == []  # the for-loop update ran
 
 
 @pytest.mark.parametrize("name", ["mnist_vae", "tolstoi_char_rnn", "quadratic_deep", "two_d_branin", "mnist_2c2d"])

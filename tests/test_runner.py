@@ -482,9 +482,15 @@ def test_native_kernels_switch_defaults_on_and_is_recorded(cifar_results, data_d
     assert parse([*flags, "--no-native-kernels"]).native_kernels is False
     record = json.loads(next(cifar_results.rglob("*random_seed__1*.json")).read_text())
     assert record["deepobs_torch"]["native_kernels"] == "built"
-    # Switched off, the same seed trains to the same numbers: the kernel is aten's max pool, bit for bit.
+    # Switched off, the same seed evaluates the initial model to the same losses up to float32 round-off: the
+    # max pool kernel is aten's, bit for bit (tests/test_native.py), the dense layers' oneDNN products round
+    # apart from MKL's; 3c3d has no dropout, so no mask changes. Training amplifies that round-off (2e-5
+    # relative after one epoch, 4e-4 after two here), so the trained values are compared to 1e-2.
     assert main([*CIFAR_RUN, "-r", "1", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
                  "--no-native-kernels"]) == 0
     without = json.loads(next(tmp_path.rglob("*random_seed__1*.json")).read_text())
     assert without["deepobs_torch"]["native_kernels"] == "off"
-    assert without["train_losses"] == record["train_losses"] and without["test_accuracies"] == record["test_accuracies"]
+    for key in ("train_losses", "test_losses"):
+        assert without[key][0] == pytest.approx(record[key][0], rel=1e-5)
+        assert without[key] == pytest.approx(record[key], rel=1e-2)
+    assert without["test_accuracies"] == pytest.approx(record["test_accuracies"], abs=0.1)  # a flipped prediction

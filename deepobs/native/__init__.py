@@ -137,7 +137,7 @@ def _build_and_load() -> ctypes.CDLL:
 @functools.cache
 def _warn_once(reason: str) -> None:
     warnings.warn(f"deepobs.native: running torch's own max pool and dropout draws instead ({reason})",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=4)
 
 
 def max_pool_applies(x: torch.Tensor) -> bool:
@@ -148,6 +148,11 @@ def max_pool_applies(x: torch.Tensor) -> bool:
         return False
     if x.shape[1] % LANES or x.shape[1] > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
         return False
+    return _built()
+
+
+def _built() -> bool:
+    """Is the library built (now, if need be)? Without it, one warning that says why, and False."""
     try:
         _library()
     except NativeBuildError as error:
@@ -247,12 +252,7 @@ def dropout_applies(x: torch.Tensor) -> bool:
     if not (_enabled and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling()
             and torch.rand_like is _TORCH_RAND_LIKE):
         return False
-    try:
-        _library()
-    except NativeBuildError as error:
-        _warn_once(str(error))
-        return False
-    return True
+    return _built()
 
 
 def _philox_key() -> ctypes.c_uint64:
