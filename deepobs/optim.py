@@ -63,7 +63,7 @@ class SGD(torch.optim.SGD):
     in another memory format than its channels_last parameter (as the audit sets them) would update the wrong
     elements (relative error 1.7 in the audit's step checks). So a step is fused only when every parameter is
     a CPU floating tensor whose gradient and momentum buffer have its strides, as autograd's gradients do.
-    mnist_vae's training step x1.04 [1.02, 1.04] on the AMD machine (docs/benchmarks.md)."""
+    mnist_vae's training step x1.01 [1.00, 1.02] on the AMD machine (docs/benchmarks.md)."""
 
     def step(self, closure=None):
         for group in self.param_groups:
