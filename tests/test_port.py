@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from deepobs.layers import Conv2dSame, MaxPool2dSame, tf_same_padding
+from deepobs.layers import Conv2dSame, ConvTranspose2dSame, MaxPool2dSame, tf_same_padding
 from deepobs.optim import OPTIMIZERS, TF1Adam
 from deepobs.problems import PROBLEMS, get_problem, UnknownProblemError
 
@@ -89,6 +89,47 @@ def test_same_max_pool_pads_after_with_minus_infinity():
     x = -torch.ones(1, 1, 6, 6)
     assert MaxPool2dSame(3, 2)(x).shape == (1, 1, 3, 3)
     assert torch.all(MaxPool2dSame(3, 2)(x) == -1.0)
+
+
+def fully_padded(layer, x: torch.Tensor) -> torch.Tensor:
+    """The layer's convolution with all of its 'SAME' padding copied in by F.pad (the spelling before only the
+    asymmetric excess was): the reference for the split padding."""
+    import torch.nn.functional as F
+    kh, kw = layer.kernel_size
+    if isinstance(layer, ConvTranspose2dSame):
+        top, bottom = tf_same_padding(x.shape[-2], kh, 1)
+        left, right = tf_same_padding(x.shape[-1], kw, 1)
+        kernel = layer.weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+        pads = (kw - 1 - left, kw - 1 - right, kh - 1 - top, kh - 1 - bottom)
+        return F.conv2d(F.pad(x, pads), kernel, layer.bias)
+    top, bottom = tf_same_padding(x.shape[-2], kh, layer.stride[0])
+    left, right = tf_same_padding(x.shape[-1], kw, layer.stride[1])
+    return F.conv2d(F.pad(x, (left, right, top, bottom)), layer.weight, layer.bias, layer.stride)
+
+
+# (layer, input size): the asymmetric 'SAME' paddings, where the split changed what is copied: the VAE's stride-1
+# conv and transposed convs ((1, 2) and (2, 1) per side), a 6x6 ((2, 3)), a stride-2 conv on an even size
+# ((0, 1): all copied, as before). Symmetric paddings were the convolution's own before and still are (their
+# bits need not equal a copied padding's: oneDNN may pick another kernel; the audit compares them with TF).
+SPLIT_PADDING_CASES = [(lambda: Conv2dSame(64, 64, 4, 1), 7), (lambda: ConvTranspose2dSame(64, 64, 4, 1), 14),
+                       (lambda: Conv2dSame(16, 16, 6), 11), (lambda: Conv2dSame(16, 32, 3, 2), 12)]
+
+
+@pytest.mark.parametrize("make, size", SPLIT_PADDING_CASES)
+def test_same_padding_split_between_f_pad_and_the_convolution_gives_the_fully_padded_bits(make, size):
+    torch.manual_seed(size)
+    layer = make().to(memory_format=torch.channels_last)
+    x = torch.randn(4, layer.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+    results = []
+    for forward in (layer, lambda x: fully_padded(layer, x)):
+        layer.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_()
+        out = forward(xg)
+        out.backward(torch.ones_like(out))
+        results.append([out.detach(), xg.grad, layer.weight.grad])
+    assert results[0][0].shape == results[1][0].shape
+    for split, full in zip(*results):
+        assert torch.equal(split, full)
 
 
 def test_tf1_adam_first_steps_follow_tf1_formula():
