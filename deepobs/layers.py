@@ -146,7 +146,6 @@ def _hooked(*modules: nn.Module) -> bool:
                                             module._backward_hooks or module._backward_pre_hooks for module in modules)
 
 
-
 def _runs_as_one(block: nn.Sequential, first_types: tuple[type, ...]) -> bool:
     """Are `block`'s two children still (one of `first_types`, a plain nn.ReLU), neither hooked? Once a child is
     replaced (a planted bug, a user's edit) or hooked (the audit's taps), the children run one by one, so

@@ -277,7 +277,6 @@ def dropout_mask(x: torch.Tensor, p: float, scale: float, key: int | None = None
     return mask
 
 
-
 ACTIVATION_CODES = {"leaky_relu": 0, "relu": 1}  # as in dropout.c
 
 
