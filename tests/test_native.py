@@ -386,6 +386,13 @@ def dense_and_grads(layer, x: torch.Tensor, grad_out: torch.Tensor, use_native: 
         return [out.detach(), *grads]
 
 
+def exact_dense_and_grads(layer, x: torch.Tensor, grad_out: torch.Tensor):
+    """What nn.Linear with the layer's parameters computes in float64."""
+    twin = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None).double()
+    twin.load_state_dict({name: value.double() for name, value in layer.state_dict().items()})
+    return dense_and_grads(twin, x.double(), grad_out.double(), use_native=False)
+
+
 def relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
     return ((value.double() - exact).abs().max() / exact.abs().max()).item()
 
@@ -396,9 +403,7 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
     torch.manual_seed(batch + inputs)
     layer = Dense(inputs, outputs, bias=bias)
     x, grad_out = torch.randn(batch, inputs), torch.randn(batch, outputs)
-    exact_layer = torch.nn.Linear(inputs, outputs, bias=bias).double()
-    exact_layer.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
-    exact = dense_and_grads(exact_layer, x.double(), grad_out.double(), use_native=False)
+    exact = exact_dense_and_grads(layer, x, grad_out)
     ours = dense_and_grads(layer, x, grad_out, use_native=True)
     torchs = dense_and_grads(layer, x, grad_out, use_native=False)
     for mine, theirs, truth in zip(ours, torchs, exact):
@@ -410,9 +415,7 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
 def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkeypatch):
     """The input gradient from the weight's other orientation (a square layer: same shapes) fails the test."""
     layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
-    exact_layer = torch.nn.Linear(32, 32).double()
-    exact_layer.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})
-    exact = dense_and_grads(exact_layer, x.double(), grad_out.double(), use_native=False)
+    exact = exact_dense_and_grads(layer, x, grad_out)
     monkeypatch.setattr(native, "_inner_product", lambda x, weight, bias: torch.ops.mkldnn._linear_pointwise(
         x, weight.t().contiguous() if bias is None else weight, bias, "none", [], ""))
     ours = dense_and_grads(layer, x, grad_out, use_native=True)
@@ -519,26 +522,20 @@ def test_a_training_step_is_the_same_with_and_without_the_fused_activation_dropo
     assert all(same_bits(a, b) for a, b in zip(fused, layers))
 
 
-def test_hooked_or_replaced_pairs_and_double_backward_run_the_layers():
+def test_hooked_or_replaced_pairs_and_double_backward_run_the_layers(monkeypatch):
     from deepobs.layers import SequentialFusingDropout
-    model = PROBLEMS["mnist_vae"].model().train()
-    x = nhwc(torch.randn(2, 64, 14, 14))
-    pairs = model.decoder_convs
+    pairs = PROBLEMS["mnist_vae"].model().train().decoder_convs
     assert isinstance(pairs, SequentialFusingDropout)
-    seen = []
+    z = nhwc(torch.randn(2, 1, 7, 7))
+    seen, calls, real = [], [], native.activation_dropout
+    monkeypatch.setattr(native, "activation_dropout", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     handle = pairs[0][1].register_forward_hook(lambda module, args, out: seen.append(out))
-    calls = []
-    real = native.activation_dropout
-    native.activation_dropout = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)
-    try:
-        pairs(x[:, :1, :7, :7].contiguous(memory_format=torch.channels_last))
-        assert len(seen) == 1 and len(calls) == 1  # the hooked ReLU ran as a layer, the unhooked pair fused
-        handle.remove()
-        pairs[1] = torch.nn.Dropout(0.2)  # replaced: torch's own dropout runs after the first pair
-        pairs(x[:, :1, :7, :7].contiguous(memory_format=torch.channels_last))
-        assert len(calls) == 2  # only the second pair fused again
-    finally:
-        native.activation_dropout = real
+    pairs(z)
+    assert len(seen) == 1 and len(calls) == 1  # the hooked ReLU ran as a layer, the unhooked pair fused
+    handle.remove()
+    pairs[1] = torch.nn.Dropout(0.2)  # replaced: torch's own dropout runs after the first pair
+    pairs(z)
+    assert len(calls) == 2  # only the second pair fused again
     x = torch.randn(3, 16, 5, 5, requires_grad=True)
 
     def second(fused: bool) -> torch.Tensor:

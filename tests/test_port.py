@@ -132,6 +132,17 @@ def test_same_padding_split_between_f_pad_and_the_convolution_gives_the_fully_pa
         assert torch.equal(split, full)
 
 
+def test_a_planted_split_padding_on_the_wrong_side_is_caught(monkeypatch):
+    """The asymmetric excess copied before instead of after (TF pads the extra pixel after): other values."""
+    import deepobs.layers as layers
+    real = layers._split_padding
+    monkeypatch.setattr(layers, "_split_padding", lambda top, bottom, left, right: real(bottom, top, right, left))
+    torch.manual_seed(0)
+    layer = Conv2dSame(8, 8, 4, 1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 7, 7).contiguous(memory_format=torch.channels_last)
+    assert not torch.allclose(layer(x), fully_padded(layer, x), rtol=1e-3, atol=1e-3)
+
+
 def test_tf1_adam_first_steps_follow_tf1_formula():
     lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
     param = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)

@@ -255,9 +255,9 @@ def dropout_applies(x: torch.Tensor) -> bool:
     return _built()
 
 
-def _philox_key() -> ctypes.c_uint64:
+def _philox_key() -> int:
     """A fresh key per mask from torch's default generator: torch.manual_seed (and get/set_rng_state) govern it."""
-    return ctypes.c_uint64(int(torch.empty((), dtype=torch.int64).random_()))
+    return int(torch.empty((), dtype=torch.int64).random_())
 
 
 def philox_bits(n: int, key: int) -> torch.Tensor:
@@ -272,7 +272,7 @@ def dropout_mask(x: torch.Tensor, p: float, scale: float, key: int | None = None
     draws from Philox4x32-10 on all threads (dropout.c) instead of torch's serial mt19937."""
     mask = torch.empty_like(x)
     _library().dropout_mask(ctypes.c_void_p(mask.data_ptr()), ctypes.c_int64(mask.numel()),
-                            _philox_key() if key is None else ctypes.c_uint64(key), ctypes.c_float(p),
+                            ctypes.c_uint64(_philox_key() if key is None else key), ctypes.c_float(p),
                             ctypes.c_float(scale))
     return mask
 
@@ -324,7 +324,7 @@ def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: 
     dropout_mask draws for the same key, drawn again in the backward instead of kept: the same bits as
     the two layers one after the other."""
     scale = 1 / (1 - p) if p < 1 else 0.0
-    return _ActivationDropout.apply(x, kind, slope, p, scale, _philox_key().value if key is None else key)
+    return _ActivationDropout.apply(x, kind, slope, p, scale, _philox_key() if key is None else key)
 
 
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
