@@ -32,7 +32,7 @@ import pytest
 import torch
 
 from benchmarks.stats import bootstrap_median, paired_ratios, time_interleaved
-from deepobs import runner
+from deepobs import native, runner
 from deepobs.optim import OPTIMIZERS
 from deepobs.problems import PROBLEMS
 from parity.audit import DEEP_PROBLEMS, make_batches
@@ -85,9 +85,10 @@ def torch_step(problem, phase: str, batch, compile: bool):
     inputs, targets = batch.port_inputs(torch.float32), batch.port_targets(torch.float32)
     if phase == "eval":
         model = models.eval.eval()
+        frozen = native.FrozenWeights()  # as in the runner's evaluation pass: dense weights reordered once
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), frozen:
                 return model(*inputs)
         return step
 

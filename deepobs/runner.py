@@ -230,14 +230,15 @@ def evaluate(problem: Problem, model: torch.nn.Module, dataset, split: str, weig
     model.eval()
     reset_carried_state(problem, model)
     loss_sum, accuracy_sum, count, has_accuracy = 0.0, 0.0, 0, True
-    for batch in dataset.batches(split):
-        loss, accuracy = problem.batch_loss_and_accuracy(model, to_device(batch, device), weight_decay)
-        loss_sum += float(loss)
-        if accuracy is None:
-            has_accuracy = False
-        else:
-            accuracy_sum += float(accuracy)
-        count += 1
+    with native.FrozenWeights():  # the weights stay as they are for the whole pass
+        for batch in dataset.batches(split):
+            loss, accuracy = problem.batch_loss_and_accuracy(model, to_device(batch, device), weight_decay)
+            loss_sum += float(loss)
+            if accuracy is None:
+                has_accuracy = False
+            else:
+                accuracy_sum += float(accuracy)
+            count += 1
     if count == 0:
         raise RunError(f"the {split} split has no full batch of size {dataset.batch_size}")
     return loss_sum / count, (accuracy_sum / count if has_accuracy else None)

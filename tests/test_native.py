@@ -432,9 +432,64 @@ def test_the_dense_layer_is_twice_differentiable_and_compiles_into_one_graph_on_
             (grad,) = torch.autograd.grad(torch.tanh(layer(x)).pow(2).sum(), x, create_graph=True)
             return torch.autograd.grad(grad.pow(2).sum(), layer.weight)[0]
     assert torch.allclose(second_derivative(True), second_derivative(False), rtol=1e-5, atol=1e-6)
-    with torch.no_grad(), native.enabled(True):
-        compiled = torch.compile(layer, fullgraph=True)  # inductor's own product: it lowers oneDNN's frozen only
+    with native.enabled(True):
+        compiled = torch.compile(layer, fullgraph=True)  # with gradients: inductor's own product on F.linear
         assert torch.allclose(compiled(x), layer(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES[:4])
+def test_frozen_weights_give_the_plain_products_bit_for_bit_at_any_batch(batch, inputs, outputs):
+    torch.manual_seed(batch)
+    layer = Dense(inputs, outputs)
+    frozen = native.FrozenWeights()
+    with torch.no_grad(), native.enabled(True):
+        for rows in (batch, batch // 2 + 1, batch):  # reordered for the first batch, reused for the others
+            x = torch.randn(rows, inputs)
+            with frozen:
+                inside = layer(x)
+            assert same_bits(inside, layer(x))
+    assert len(frozen._packed) == 1  # one reorder, reused
+
+
+def frozen_then_changed(layer: Dense, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's product in a FrozenWeights block after its weight changed in place there (an optimizer
+    step), and the plain product of the changed weight."""
+    with torch.no_grad(), native.enabled(True), native.FrozenWeights():
+        layer(x)
+        layer.weight.mul_(-0.5)
+        inside = layer(x)
+    with torch.no_grad(), native.enabled(True):
+        return inside, layer(x)
+
+
+def test_a_weight_changed_in_place_in_the_block_is_reordered_again():
+    inside, plain = frozen_then_changed(Dense(64, 32), torch.randn(8, 64))
+    assert same_bits(inside, plain)
+
+
+def test_a_planted_stale_reordered_weight_is_caught(monkeypatch):
+    """A cache that ignores the version counter keeps the old weight: the comparison above sees it."""
+    def stale(self, weight, rows):
+        if id(weight) not in self._packed:
+            self._packed[id(weight)] = weight, 0, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+        return self._packed[id(weight)][2]
+    monkeypatch.setattr(native.FrozenWeights, "packed", stale)
+    inside, plain = frozen_then_changed(Dense(64, 32), torch.randn(8, 64))
+    assert not torch.allclose(inside, plain)
+
+
+def test_the_compiled_inference_graph_runs_the_frozen_product_when_it_runs():
+    torch.manual_seed(0)
+    layer, x = torch.nn.Sequential(Dense(40, 24), torch.nn.ReLU(), Dense(24, 5)), torch.randn(6, 40)
+    with torch.no_grad(), native.enabled(True):
+        compiled = torch.compile(layer, fullgraph=True)
+        plain = layer(x)
+        frozen = native.FrozenWeights()
+        with frozen:
+            assert same_bits(compiled(x), plain)  # traced on this first call
+            assert same_bits(compiled(x), plain)
+        assert len(frozen._packed) == 2  # both products looked their reordered weights up in the block
+        assert same_bits(compiled(x), plain)  # and outside it the plain weights again
 
 
 def test_the_dense_layer_runs_nn_linear_where_onednn_does_not_apply():
