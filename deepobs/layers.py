@@ -128,17 +128,61 @@ class MaxPoolReLU(nn.Sequential):
 
 class ConvReLU(nn.Sequential):
     """Sequential(conv, nn.ReLU); without gradients (evaluation) one oneDNN convolution with the ReLU as
-    its post-op (deepobs.native.conv_relu: bit-identical, no second pass over the activation)."""
+    its post-op (deepobs.native.conv_relu: bit-identical, no second pass over the activation).
+    `forward(x, mirrored=True)` takes and gives the mirror images (see `mirrored_conv`)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__(conv, nn.ReLU())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mirrored: bool = False) -> torch.Tensor:
         conv = self[0]
+        if mirrored:
+            weight, x, padding = _mirrored_conv_inputs(conv, x)
+            if native.conv_relu_applies(x, conv):
+                return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
+            return torch.relu(F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
         if _runs_as_one(self, (nn.Conv2d, Conv2dSame)) and native.conv_relu_applies(x, conv):
             x, padding = conv.padded(x) if isinstance(conv, Conv2dSame) else (x, conv.padding)
             return native.conv_relu(x, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
         return super().forward(x)
+
+
+def _mirrored_conv_inputs(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """(kernel, input, padding) that convolve the mirror image `x` (both spatial axes flipped) into the mirror image
+    of conv's output: the flipped kernel, and 'SAME''s padding mirrored, (after, before). TF puts the odd pixel
+    after, so mirrored it comes first, and padding it on both sides is the same when the zeros this adds at the
+    end lie past the last window: All-CNN-C's stride-2 convs then read their input where it is, uncopied."""
+    weight = conv.weight.flip(2, 3)
+    if not isinstance(conv, Conv2dSame):
+        return weight, x, conv.padding
+    pads = []
+    for size, kernel, stride in zip(x.shape[-2:], conv.kernel_size, conv.stride):
+        after, before = tf_same_padding(size, kernel, stride)
+        if (size + 2 * before - kernel) // stride + 1 == -(-size // stride):
+            after = before  # as many windows, at the same places
+        pads.append((before, after))
+    explicit, implicit = _split_padding(*pads[0], *pads[1])
+    return weight, (F.pad(x, explicit) if any(explicit) else x), implicit
+
+
+def mirrored_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x.flip(2, 3)).flip(2, 3) without flipping any activation: the mirror image of conv's output from the
+    mirror image of its input. A network of such convolutions, elementwise layers and a closing spatial mean
+    (All-CNN-C) can run on the mirrored image end to end: the same sums in another order."""
+    weight, x, padding = _mirrored_conv_inputs(conv, x)
+    return F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def runs_mirrored(model: nn.Module, x: torch.Tensor, block_types: tuple[type, ...]) -> bool:
+    """May `model` (its children: ConvReLU blocks and elementwise layers of `block_types`) run on x's mirror image?
+    Only with deepobs.native on, on the CPU, where it was measured (the copies of All-CNN-C's asymmetric 'SAME'
+    paddings saved), and as the model was built: no module hooked or replaced, so taps and edits see the
+    activations the right way round, and no dropout draws injected (the audit's, laid out for the unmirrored
+    activations; it replaces torch.rand_like)."""
+    if not (native.mirroring_applies(x) and not _hooked(*model.modules())):
+        return False
+    return all(type(block) in block_types and (type(block) is not ConvReLU or
+                                              _runs_as_one(block, (nn.Conv2d, Conv2dSame))) for block in model.children())
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -338,17 +382,18 @@ class SequentialFusingDropout(nn.Sequential):
     dropout as one pass each way (deepobs.native.activation_dropout: the same bits as the two layers, the
     mask drawn again in the backward instead of kept). Hooked or replaced modules run one by one."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mirrored: bool = False) -> torch.Tensor:
+        """`mirrored`: x is the mirror image and its ConvReLU blocks run mirrored (see `runs_mirrored`)."""
         children, index = list(self), 0
         while index < len(children):
             block = children[index]
             after = children[index + 1] if index + 1 < len(children) else None
             activation = _fusable_activation(block, after)
             if activation is None:
-                x, index = block(x), index + 1
+                x, index = (block(x, mirrored=True) if mirrored and isinstance(block, ConvReLU) else block(x)), index + 1
                 continue
             for module in list(block)[:-1]:
-                x = module(x)
+                x = mirrored_conv(module, x) if mirrored else module(x)
             if native.activation_dropout_applies(x):
                 x = native.activation_dropout(x, *activation, after.p)
             else:

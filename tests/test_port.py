@@ -143,6 +143,110 @@ def test_a_planted_split_padding_on_the_wrong_side_is_caught(monkeypatch):
     assert not torch.allclose(layer(x), fully_padded(layer, x), rtol=1e-3, atol=1e-3)
 
 
+# (conv, input size): All-CNN-C's stride-2 'SAME' conv on even sizes ((0, 1): mirrored, the convolution's own
+# padding), its stride-1 and valid convs, and paddings the mirror cannot take uncopied ((1, 2) of a 4x4 kernel).
+MIRROR_CASES = [(lambda: Conv2dSame(8, 8, 3, 2), 32), (lambda: Conv2dSame(8, 8, 3, 2), 16),
+                (lambda: Conv2dSame(8, 8, 3, 2), 15), (lambda: Conv2dSame(8, 8, 3), 9),
+                (lambda: torch.nn.Conv2d(8, 8, 3), 8), (lambda: Conv2dSame(8, 8, 1), 6),
+                (lambda: Conv2dSame(8, 8, 4, 1), 7), (lambda: Conv2dSame(8, 8, 4, 2), 14)]
+
+
+def mirrored_and_plain(conv, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(output, input gradient, kernel gradient) of conv on x, and of layers.mirrored_conv on x's mirror image,
+    mirrored back."""
+    from deepobs import layers
+    results = []
+    for forward, mirror in ((conv, lambda t: t), (lambda t: layers.mirrored_conv(conv, t), lambda t: t.flip(2, 3))):
+        conv.zero_grad(set_to_none=True)
+        xg = mirror(x).detach().requires_grad_()
+        out = mirror(forward(xg))
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin())
+        results.append([out.detach(), mirror(xg.grad), conv.weight.grad])
+    return results[0], results[1]
+
+
+@pytest.mark.parametrize("make, size", MIRROR_CASES)
+def test_a_mirrored_convolution_is_the_mirror_image_of_the_convolution(make, size):
+    torch.manual_seed(size)
+    conv = make().double()
+    plain, mirrored = mirrored_and_plain(conv, torch.randn(2, 8, size, size, dtype=torch.float64))
+    assert plain[0].shape == mirrored[0].shape
+    for one, other in zip(plain, mirrored):
+        assert torch.allclose(one, other, rtol=1e-12, atol=1e-12)
+
+
+def test_all_cnn_c_s_stride_2_convs_run_mirrored_without_a_copied_padding(monkeypatch):
+    import torch.nn.functional as F
+    from deepobs import layers
+    pads = []
+    monkeypatch.setattr(layers, "F", type("F", (), {"pad": lambda x, p: pads.append(p) or F.pad(x, p),
+                                                    "conv2d": staticmethod(F.conv2d)}))
+    for size in (32, 16):
+        layers.mirrored_conv(Conv2dSame(8, 8, 3, 2), torch.randn(1, 8, size, size))
+    assert pads == []
+
+
+def test_a_planted_unmirrored_padding_is_caught(monkeypatch):
+    """The kernel flipped but TF's padding kept as it is, (before, after) instead of (after, before): other values."""
+    from deepobs import layers
+
+    def unmirrored_padding(conv, x):
+        x, padding = conv.padded(x)
+        return conv.weight.flip(2, 3), x, padding
+    monkeypatch.setattr(layers, "_mirrored_conv_inputs", unmirrored_padding)
+    torch.manual_seed(0)
+    conv = Conv2dSame(8, 8, 3, 2).double()
+    plain, mirrored = mirrored_and_plain(conv, torch.randn(2, 8, 32, 32, dtype=torch.float64))
+    assert not torch.allclose(plain[0], mirrored[0], rtol=1e-3, atol=1e-3)
+
+
+def all_cnn_c_output_and_gradients(model, x: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    out.backward(torch.ones_like(out))
+    return [out.detach()] + [parameter.grad for parameter in model.parameters()]
+
+
+def relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((value.double() - exact).abs().max() / exact.abs().max()).item()
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.float32, 2e-5), (torch.float64, 1e-12)])
+def test_all_cnn_c_runs_mirrored_to_round_off(dtype, bound, monkeypatch):
+    from deepobs import layers, native
+    from deepobs.models import allcnnc
+    torch.manual_seed(0)
+    model, x = PROBLEMS["cifar100_allcnnc"].model().eval(), torch.randn(3, 3, 32, 32)
+    with native.enabled(False):  # the model as built, in float64: the truth
+        exact = all_cnn_c_output_and_gradients(model.double(), x.double())
+    calls = []
+    monkeypatch.setattr(allcnnc, "runs_mirrored", lambda *args: calls.append(layers.runs_mirrored(*args)) or calls[-1])
+    with native.enabled(True):
+        mirrored = all_cnn_c_output_and_gradients(model.to(dtype), x.to(dtype))
+    assert calls == [True]
+    for value, truth in zip(mirrored, exact):
+        assert relative_error(value, truth) <= bound
+
+
+def test_all_cnn_c_runs_unmirrored_when_hooked_edited_injected_or_switched_off(monkeypatch):
+    from deepobs import layers, native
+    model, x = PROBLEMS["cifar100_allcnnc"].model(), torch.randn(1, 3, 32, 32)
+    with native.enabled(True):
+        assert layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+        handle = model.features[3][1].register_forward_hook(lambda *args: None)
+        assert not layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+        handle.remove()
+        model.features[3][1] = torch.nn.Tanh()  # a user's edit
+        assert not layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+        model.features[3][1] = torch.nn.ReLU()
+        with monkeypatch.context() as patched:  # the audit's injected dropout draws
+            patched.setattr(torch, "rand_like", lambda t: torch.zeros_like(t))
+            assert not layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+        assert layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+    with native.enabled(False):
+        assert not layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
+
+
 def test_tf1_adam_first_steps_follow_tf1_formula():
     lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
     param = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)

@@ -260,6 +260,12 @@ def dropout_applies(x: torch.Tensor) -> bool:
     return _built()
 
 
+def mirroring_applies(x: torch.Tensor) -> bool:
+    """May a model run on x's mirror image (deepobs.layers.runs_mirrored): the switch on, on the CPU, and no
+    dropout draws injected (those are laid out for the activations the right way round)?"""
+    return _enabled and x.device.type == "cpu" and torch.rand_like is _TORCH_RAND_LIKE
+
+
 def _philox_key() -> int:
     """A fresh key per mask from torch's default generator: torch.manual_seed (and get/set_rng_state) govern it."""
     return int(torch.empty((), dtype=torch.int64).random_())
