@@ -416,11 +416,21 @@ def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkey
     """The input gradient from the weight's other orientation (a square layer: same shapes) fails the test."""
     layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
     exact = exact_dense_and_grads(layer, x, grad_out)
-    monkeypatch.setattr(native, "_inner_product", lambda x, weight, bias: torch.ops.mkldnn._linear_pointwise(
-        x, weight.t().contiguous() if bias is None else weight, bias, "none", [], ""))
+    monkeypatch.setattr(native, "_input_gradient", lambda grad, weight: torch.ops.mkldnn._linear_pointwise(
+        grad, weight, None, "none", [], ""))  # grad @ weight.T
     ours = dense_and_grads(layer, x, grad_out, use_native=True)
     assert relative_error(ours[0], exact[0]) < 1e-6  # the forward is right
     assert relative_error(ours[1], exact[1]) > 0.1  # the input gradient is not: the comparison sees it
+
+
+def test_a_planted_transposed_weight_gradient_in_the_dense_layer_is_caught(monkeypatch):
+    """x.T @ grad ([in, out], TF's kernel layout) for grad.T @ x (a square layer: same shapes) fails the test."""
+    layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
+    exact = exact_dense_and_grads(layer, x, grad_out)
+    monkeypatch.setattr(native, "_weight_gradient", lambda grad, x: x.t() @ grad)
+    ours = dense_and_grads(layer, x, grad_out, use_native=True)
+    assert relative_error(ours[1], exact[1]) < 1e-6  # the input gradient is right
+    assert relative_error(ours[2], exact[2]) > 0.1  # the weight gradient is not: the comparison sees it
 
 
 def test_the_dense_layer_is_twice_differentiable_and_compiles_into_one_graph_on_f_linear():
