@@ -126,6 +126,9 @@ class MaxPoolReLU(nn.Sequential):
         return super().forward(x)
 
 
+CONV_TYPES = (nn.Conv2d, Conv2dSame)  # the convolutions a fused block takes as they are
+
+
 class ConvReLU(nn.Sequential):
     """Sequential(conv, nn.ReLU); without gradients (evaluation) one oneDNN convolution with the ReLU as
     its post-op (deepobs.native.conv_relu: bit-identical, no second pass over the activation).
@@ -141,7 +144,7 @@ class ConvReLU(nn.Sequential):
             if native.conv_relu_applies(x, conv):
                 return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
             return torch.relu(F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
-        if _runs_as_one(self, (nn.Conv2d, Conv2dSame)) and native.conv_relu_applies(x, conv):
+        if _runs_as_one(self, CONV_TYPES) and native.conv_relu_applies(x, conv):
             x, padding = conv.padded(x) if isinstance(conv, Conv2dSame) else (x, conv.padding)
             return native.conv_relu(x, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
         return super().forward(x)
@@ -181,8 +184,8 @@ def runs_mirrored(model: nn.Module, x: torch.Tensor, block_types: tuple[type, ..
     activations; it replaces torch.rand_like)."""
     if not (native.mirroring_applies(x) and not _hooked(*model.modules())):
         return False
-    return all(type(block) in block_types and (type(block) is not ConvReLU or
-                                              _runs_as_one(block, (nn.Conv2d, Conv2dSame))) for block in model.children())
+    return all(type(block) in block_types and (type(block) is not ConvReLU or _runs_as_one(block, CONV_TYPES))
+               for block in model.children())
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -390,7 +393,8 @@ class SequentialFusingDropout(nn.Sequential):
             after = children[index + 1] if index + 1 < len(children) else None
             activation = _fusable_activation(block, after)
             if activation is None:
-                x, index = (block(x, mirrored=True) if mirrored and isinstance(block, ConvReLU) else block(x)), index + 1
+                x = block(x, mirrored=True) if mirrored and isinstance(block, ConvReLU) else block(x)
+                index += 1
                 continue
             for module in list(block)[:-1]:
                 x = mirrored_conv(module, x) if mirrored else module(x)

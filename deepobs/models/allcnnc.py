@@ -45,7 +45,7 @@ class AllCNNC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Convolutions, elementwise layers, then the mean over the positions: run on the mirrored image (kernels
         # flipped), the stride-2 convs' 'SAME' padding, (0, 1) per axis, becomes (1, 0), which the convolution
-        # pads itself, instead of a copy of its input (layers.runs_mirrored; eval x1.03 here, docs/benchmarks.md).
+        # pads itself, instead of a copy of its input (layers.runs_mirrored; eval x1.025 here, docs/benchmarks.md).
         if runs_mirrored(self.features, x, (ConvReLU, Dropout)):
             return self.features(channels_last(x.flip(2, 3)), mirrored=True).mean(dim=(2, 3))
         return self.features(channels_last(x)).mean(dim=(2, 3))
