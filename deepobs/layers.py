@@ -83,6 +83,10 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             x = channels_last(x)
             kernel = self.weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
             return F.conv2d(F.pad(x, explicit) if any(explicit) else x, kernel, self.bias, padding=implicit)
+        if (top, left) == (bottom, right):
+            # A symmetric crop is conv_transpose2d's own padding: the 14x14 output directly, not 16x16 then a
+            # copy of its middle (the VAE's k4 s2 7->14: the same bits, fwd + bwd 3.6 -> 1.9 ms, tests/test_port.py).
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, padding=(top, left))
         y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
 

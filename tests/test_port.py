@@ -1,4 +1,5 @@
 """The PyTorch port on its own: sizes, TF 'SAME' padding, the TF1 Adam formula, the fused SGD update."""
+import copy
 import math
 
 import pytest
@@ -141,6 +142,42 @@ def test_a_planted_split_padding_on_the_wrong_side_is_caught(monkeypatch):
     layer = Conv2dSame(8, 8, 4, 1).to(memory_format=torch.channels_last)
     x = torch.randn(2, 8, 7, 7).contiguous(memory_format=torch.channels_last)
     assert not torch.allclose(layer(x), fully_padded(layer, x), rtol=1e-3, atol=1e-3)
+
+
+def cropped_transposed_conv(layer: ConvTranspose2dSame, x: torch.Tensor) -> torch.Tensor:
+    """The full transposed convolution, then TF's 'SAME' crop (the spelling before the symmetric crop became
+    conv_transpose2d's own padding): the reference for it."""
+    import torch.nn.functional as F
+    y = F.conv_transpose2d(x, layer.weight, layer.bias, layer.stride)
+    (top, bottom), (left, right) = (tf_same_padding(size * stride, kernel, stride) for size, kernel, stride in
+                                    zip(x.shape[-2:], layer.kernel_size, layer.stride))
+    return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
+
+
+def transposed_conv_and_grads(layer: ConvTranspose2dSame, forward, x: torch.Tensor) -> list[torch.Tensor]:
+    layer.zero_grad(set_to_none=True)
+    xg = x.clone().requires_grad_()
+    out = forward(xg)
+    out.backward(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).sin())
+    return [out.detach(), xg.grad, layer.weight.grad, layer.bias.grad]
+
+
+# (kernel, stride, input size, same bits): the VAE's k4 s2 7->14 (crop (1, 1)) and k2 s2 (no crop) give the
+# cropped spelling's bits; an asymmetric crop (k3 s2: (0, 1)) still runs it; k5 s3 (crop (1, 1) of 5->15) runs
+# another oneDNN kernel: float32 round-off from it, checked against float64.
+@pytest.mark.parametrize("kernel, stride, size, same_bits", [(4, 2, 7, True), (2, 2, 4, True), (3, 2, 6, True),
+                                                              (5, 3, 5, False)])
+def test_the_strided_transposed_conv_is_the_cropped_full_one(kernel, stride, size, same_bits):
+    torch.manual_seed(kernel * size)
+    layer = ConvTranspose2dSame(3, 8, kernel, stride).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
+    ours = transposed_conv_and_grads(layer, layer, x)
+    cropped = transposed_conv_and_grads(layer, lambda t: cropped_transposed_conv(layer, t), x)
+    twin = copy.deepcopy(layer).double()
+    exact = transposed_conv_and_grads(twin, lambda t: cropped_transposed_conv(twin, t), x.double())
+    assert ours[0].shape == (4, 8, size * stride, size * stride)
+    for value, old, truth in zip(ours, cropped, exact):
+        assert torch.equal(value, old) if same_bits else relative_error(value, truth) < 1e-5
 
 
 # (conv, input size): All-CNN-C's stride-2 'SAME' conv on even sizes ((0, 1): mirrored, the convolution's own
