@@ -64,7 +64,8 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
 
     TF computes the full transposed convolution ((n - 1) * stride + kernel) and crops the padding
     of the forward 'SAME' conv from output to input: (1, 1) for k4 s2 7->14, (1, 2) for k4 s1
-    14->14. ConvTranspose2d(padding=p) crops p on both sides, which gives 15 (p=1) or 16 there.
+    14->14. ConvTranspose2d(padding=p) crops p on both sides: exactly TF's crop for the first, 15 (p=1)
+    or 13 (p=2) for the second, which therefore runs as a forward convolution (below).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
