@@ -39,8 +39,15 @@ def _split_padding(top: int, bottom: int, left: int, right: int) -> tuple[tuple[
     what the convolution pads on both sides itself): only the asymmetric excess is copied. The VAE's stride-1
     transposed conv, (2, 1) per side: fwd + bwd 24.3 -> 22.6 ms a layer here, the same bits as all copied
     (tests/test_port.py)."""
-    rows, columns = min(top, bottom), min(left, right)
+    rows, columns = max(min(top, bottom), 0), max(min(left, right), 0)  # a negative side: F.pad crops
     return (left - columns, right - columns, top - rows, bottom - rows), (rows, columns)
+
+
+def _padded(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """x with the asymmetric excess of the padding copied in (`_split_padding`), and the padding left to the
+    convolution."""
+    explicit, implicit = _split_padding(top, bottom, left, right)
+    return (F.pad(x, explicit) if any(explicit) else x), implicit
 
 
 class Conv2dSame(nn.Conv2d):
@@ -55,8 +62,7 @@ class Conv2dSame(nn.Conv2d):
 
     def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """x, with the 'SAME' padding added where it is asymmetric, and the padding left to the convolution."""
-        explicit, implicit = _split_padding(*_same_pads_hw(x, self.kernel_size, self.stride))
-        return (F.pad(x, explicit) if any(explicit) else x), implicit
+        return _padded(x, *_same_pads_hw(x, self.kernel_size, self.stride))
 
 
 class ConvTranspose2dSame(nn.ConvTranspose2d):
@@ -80,10 +86,9 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
             # (in and out swapped) is the cropped output itself, as TF's Conv2DBackpropInput computes it: 14x14
             # instead of the full 17x17 then cropped, and oneDNN's forward convolution (docs/benchmarks.md).
             # In channels_last: oneDNN's backward of this convolution is x1.36 faster in NHWC here.
-            explicit, implicit = _split_padding(kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-            x = channels_last(x)
+            x, padding = _padded(channels_last(x), kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
             kernel = self.weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
-            return F.conv2d(F.pad(x, explicit) if any(explicit) else x, kernel, self.bias, padding=implicit)
+            return F.conv2d(x, kernel, self.bias, padding=padding)
         if (top, left) == (bottom, right):
             # A symmetric crop is conv_transpose2d's own padding: the 14x14 output directly, not 16x16 then a
             # copy of its middle (the VAE's k4 s2 7->14: the same bits, fwd + bwd 3.6 -> 1.9 ms, tests/test_port.py).
@@ -144,33 +149,41 @@ class ConvReLU(nn.Sequential):
 
     def forward(self, x: torch.Tensor, mirrored: bool = False) -> torch.Tensor:
         conv = self[0]
-        if mirrored:
-            weight, x, padding = _mirrored_conv_inputs(conv, x)
-            if native.conv_relu_applies(x, conv):
-                return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
-            return torch.relu(F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
-        if _runs_as_one(self, CONV_TYPES) and native.conv_relu_applies(x, conv):
-            x, padding = conv.padded(x) if isinstance(conv, Conv2dSame) else (x, conv.padding)
-            return native.conv_relu(x, conv.weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
-        return super().forward(x)
+        if not (mirrored or (_runs_as_one(self, CONV_TYPES) and native.conv_relu_applies(x, conv))):
+            return super().forward(x)
+        weight, x, padding = _mirrored_conv_inputs(conv, x) if mirrored else _conv_inputs(conv, x)
+        if native.conv_relu_applies(x, conv):
+            return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
+        return torch.relu(F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
+
+
+def _conv_inputs(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """(kernel, input, padding) of conv on x as F.conv2d takes them ('SAME''s excess copied in)."""
+    return (conv.weight, *conv.padded(x)) if isinstance(conv, Conv2dSame) else (conv.weight, x, conv.padding)
+
+
+def _read_padding(conv: nn.Conv2d, size: int, axis: int) -> tuple[int, int]:
+    """The zero padding (before, after) conv's windows read along one axis: TF 'SAME''s for Conv2dSame; a plain
+    conv's own, less, after, the input rows its strided windows stop short of (a negative: rows never read)."""
+    if isinstance(conv, Conv2dSame):
+        return tf_same_padding(size, conv.kernel_size[axis], conv.stride[axis])
+    pad, reach = conv.padding[axis], (conv.kernel_size[axis] - 1) * conv.dilation[axis] + 1
+    return pad, pad - (size + 2 * pad - reach) % conv.stride[axis]
 
 
 def _mirrored_conv_inputs(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """(kernel, input, padding) that convolve the mirror image `x` (both spatial axes flipped) into the mirror image
-    of conv's output: the flipped kernel, and 'SAME''s padding mirrored, (after, before). TF puts the odd pixel
-    after, so mirrored it comes first, and padding it on both sides is the same when the zeros this adds at the
-    end lie past the last window: All-CNN-C's stride-2 convs then read their input where it is, uncopied."""
-    weight = conv.weight.flip(2, 3)
-    if not isinstance(conv, Conv2dSame):
-        return weight, x, conv.padding
+    of conv's output: the flipped kernel, and the padding the windows read mirrored, (after, before). TF puts
+    'SAME''s odd pixel after, so mirrored it comes first, and padding it on both sides is the same when the zeros
+    this adds at the end lie past the last window: All-CNN-C's stride-2 convs then read their input uncopied."""
     pads = []
-    for size, kernel, stride in zip(x.shape[-2:], conv.kernel_size, conv.stride):
-        after, before = tf_same_padding(size, kernel, stride)
-        if (size + 2 * before - kernel) // stride + 1 == -(-size // stride):
+    for axis, size in enumerate(x.shape[-2:]):
+        after, before = _read_padding(conv, size, axis)
+        reach, stride = (conv.kernel_size[axis] - 1) * conv.dilation[axis] + 1, conv.stride[axis]
+        if before > after and (size + 2 * before - reach) // stride == (size + before + after - reach) // stride:
             after = before  # as many windows, at the same places
         pads.append((before, after))
-    explicit, implicit = _split_padding(*pads[0], *pads[1])
-    return weight, (F.pad(x, explicit) if any(explicit) else x), implicit
+    return (conv.weight.flip(2, 3), *_padded(x, *pads[0], *pads[1]))
 
 
 def mirrored_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -189,8 +202,9 @@ def runs_mirrored(model: nn.Module, x: torch.Tensor, block_types: tuple[type, ..
     activations; it replaces torch.rand_like)."""
     if not (native.mirroring_applies(x) and not _hooked(*model.modules())):
         return False
-    return all(type(block) in block_types and (type(block) is not ConvReLU or _runs_as_one(block, CONV_TYPES))
-               for block in model.children())
+    return all(type(block) in block_types and (type(block) is not ConvReLU or (
+        _runs_as_one(block, CONV_TYPES) and block[0].padding_mode == "zeros" and not isinstance(block[0].padding, str)))
+        for block in model.children())
 
 
 def _hooked(*modules: nn.Module) -> bool:
@@ -311,7 +325,7 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        scale = 1 / (1 - self.p) if self.p < 1 else 0.0
+        scale = native.dropout_scale(self.p)
         if native.dropout_applies(x):
             kept = native.dropout_mask(x, self.p, scale)  # the same rule, Philox draws on every thread
         else:

@@ -180,12 +180,27 @@ def test_the_strided_transposed_conv_is_the_cropped_full_one(kernel, stride, siz
         assert torch.equal(value, old) if same_bits else relative_error(value, truth) < 1e-5
 
 
+def test_a_planted_dropped_crop_of_the_strided_transposed_conv_is_caught(monkeypatch):
+    """conv_transpose2d without the crop as its padding (the full 16x16 for the VAE's 7->14): the comparison fails."""
+    import torch.nn.functional as F
+    from deepobs import layers
+    monkeypatch.setattr(layers, "F", type("F", (), {
+        "conv_transpose2d": lambda x, w, b, stride, padding=0: F.conv_transpose2d(x, w, b, stride)}))
+    layer = ConvTranspose2dSame(3, 8, 4, 2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 7, 7).contiguous(memory_format=torch.channels_last)
+    assert layer(x).shape != cropped_transposed_conv(layer, x).shape
+
+
 # (conv, input size): All-CNN-C's stride-2 'SAME' conv on even sizes ((0, 1): mirrored, the convolution's own
-# padding), its stride-1 and valid convs, and paddings the mirror cannot take uncopied ((1, 2) of a 4x4 kernel).
+# padding), its stride-1 and valid convs, paddings the mirror cannot take uncopied ((1, 2) of a 4x4 kernel), and
+# plain convs with unread rows at the end.
 MIRROR_CASES = [(lambda: Conv2dSame(8, 8, 3, 2), 32), (lambda: Conv2dSame(8, 8, 3, 2), 16),
                 (lambda: Conv2dSame(8, 8, 3, 2), 15), (lambda: Conv2dSame(8, 8, 3), 9),
                 (lambda: torch.nn.Conv2d(8, 8, 3), 8), (lambda: Conv2dSame(8, 8, 1), 6),
-                (lambda: Conv2dSame(8, 8, 4, 1), 7), (lambda: Conv2dSame(8, 8, 4, 2), 14)]
+                (lambda: Conv2dSame(8, 8, 4, 1), 7), (lambda: Conv2dSame(8, 8, 4, 2), 14),
+                # plain strided convs whose windows stop short of the last row (never read: mirrored, the first)
+                (lambda: torch.nn.Conv2d(8, 8, 3, stride=2), 8), (lambda: torch.nn.Conv2d(8, 8, 3, 2, padding=1), 8),
+                (lambda: torch.nn.Conv2d(8, 8, 2, stride=3, dilation=2), 10)]
 
 
 def mirrored_and_plain(conv, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -11,7 +11,7 @@
   one oneDNN convolution with a ReLU post-op, the op inductor's freezing pass emits. Bit-identical; saves
   the ReLU's pass over the activation (All-CNN-C's and VGG's evaluation forward, eager and compiled).
 
-- `linear` (torch's own `mkldnn._linear_pointwise`): the dense layers' forward and input gradient on oneDNN's
+- `linear` (torch's own `mkldnn._linear_pointwise`): the dense layers' forward and both gradients on oneDNN's
   inner product, the primitive TF's dense layers run. Inside a `FrozenWeights` block (the runner's evaluation
   pass) each weight is reordered to oneDNN's layout once and reused, also from a compiled graph (an opaque
   op): the same bits, VGG's first dense layer 29.8 -> 19.5 ms a product, the VAE's output layer 8.0 -> 6.4.
@@ -329,13 +329,18 @@ class _ActivationDropout(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+def dropout_scale(p: float) -> float:
+    """What tf.nn.dropout multiplies a kept element by: 1 / (1 - rate) (0 when every element is dropped)."""
+    return 1 / (1 - p) if p < 1 else 0.0
+
+
 def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: int | None = None) -> torch.Tensor:
     """Dropout(p)(activation(x)) in one pass each way (dropout.c): kind "relu" (torch.relu) or "leaky_relu"
     (F.leaky_relu(x, slope) forward, TF's max(x, slope x) gradient, 1 at x == 0). The mask is the one
     dropout_mask draws for the same key, drawn again in the backward instead of kept: the same bits as
     the two layers one after the other."""
-    scale = 1 / (1 - p) if p < 1 else 0.0
-    return _ActivationDropout.apply(x, kind, slope, p, scale, _philox_key() if key is None else key)
+    key = _philox_key() if key is None else key
+    return _ActivationDropout.apply(x, kind, slope, p, dropout_scale(p), key)
 
 
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

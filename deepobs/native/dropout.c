@@ -57,7 +57,9 @@ void philox_bits(uint32_t *restrict out, int64_t n, uint64_t key) {
 }
 
 /* The mask of block b (64 elements from b * 64), as dropout_mask writes it. */
-static inline void mask_block(int64_t b, uint64_t key, float p, uint32_t scale_bits, floats kept[4]) {
+static inline void mask_block(int64_t b, uint64_t key, float p, float scale, floats kept[4]) {
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &scale, sizeof scale_bits);
     words block[4];
     philox_block((uint64_t)b * LANES, key, block);
     for (int word = 0; word < 4; word++) {
@@ -69,12 +71,10 @@ static inline void mask_block(int64_t b, uint64_t key, float p, uint32_t scale_b
 /* mask[i] = scale if u_i >= p else 0. */
 void dropout_mask(float *restrict mask, int64_t n, uint64_t key, float p, float scale) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    uint32_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         floats kept[4];
-        mask_block(b, key, p, scale_bits, kept);
+        mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(mask + start, kept, (size_t)count * sizeof(float));
     }
@@ -92,12 +92,10 @@ static inline floats pick(words mask, floats yes, floats no) {
 void act_dropout_forward(const float *restrict x, float *restrict out, int64_t n, uint64_t key, float p, float scale,
                          int kind, float slope) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    uint32_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         floats kept[4], values[4] = {{0}};
-        mask_block(b, key, p, scale_bits, kept);
+        mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(values, x + start, (size_t)count * sizeof(float));
         for (int word = 0; word < 4; word++) {
@@ -112,12 +110,10 @@ void act_dropout_forward(const float *restrict x, float *restrict out, int64_t n
 void act_dropout_backward(const float *restrict grad, const float *restrict x, float *restrict grad_in, int64_t n,
                           uint64_t key, float p, float scale, int kind, float slope) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
-    uint32_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         floats kept[4], grads[4] = {{0}}, inputs[4] = {{0}};
-        mask_block(b, key, p, scale_bits, kept);
+        mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(grads, grad + start, (size_t)count * sizeof(float));
         memcpy(inputs, x + start, (size_t)count * sizeof(float));
