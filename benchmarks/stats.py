@@ -7,6 +7,7 @@ the per-round ratio cancels the drift and its median over rounds is robust to th
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -14,6 +15,18 @@ import numpy as np
 
 CONFIDENCE = 0.95
 RESAMPLES = 4000
+
+
+def plan(seconds_per_call: float, target_seconds: float, min_rounds: int = 5, max_rounds: int = 21,
+         min_round_seconds: float = 0.02) -> tuple[int, int]:
+    """(rounds, calls per round) that time about `target_seconds` of a step of this duration: as many rounds as
+    fit, between min_rounds and max_rounds, each at least min_round_seconds long. Where max_rounds binds (fast
+    steps), each round makes more calls rather than the timed work falling short of the target: a round of one
+    28 ms call is at the mercy of one scheduler tick; a round of seven averages them out."""
+    calls = max(math.ceil(min_round_seconds / seconds_per_call),
+                math.ceil(target_seconds / (max_rounds * seconds_per_call)))
+    rounds = math.ceil(target_seconds / (seconds_per_call * calls))
+    return max(min_rounds, min(max_rounds, rounds)), calls
 
 
 def interleaved_order(names: Sequence[str], rounds: int) -> list[list[str]]:

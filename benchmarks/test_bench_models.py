@@ -24,14 +24,13 @@ Run: tox -e bench (see docs/benchmarks.md), or
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 
 import pytest
 import torch
 
-from benchmarks.stats import bootstrap_median, paired_ratios, time_interleaved
+from benchmarks.stats import bootstrap_median, paired_ratios, plan, time_interleaved
 from deepobs import native, runner
 from deepobs.optim import OPTIMIZERS
 from deepobs.problems import PROBLEMS
@@ -135,13 +134,11 @@ def one_call_seconds(step) -> float:
     return max(time.perf_counter() - start, 1e-6)
 
 
-def plan(seconds_per_call: float, deep: bool) -> tuple[int, int]:
-    """(rounds, iterations per round) for a step of this duration: ~TARGET_SECONDS of timed work per column."""
-    iterations = math.ceil(MIN_ROUND_SECONDS / seconds_per_call)
+def rounds_and_calls(seconds_per_call: float, deep: bool) -> tuple[int, int]:
+    """~TARGET_SECONDS of timed work per column (benchmarks.stats.plan); a deep step, DEEP_ROUNDS of one call."""
     if deep:
-        return DEEP_ROUNDS, iterations
-    rounds = math.ceil(TARGET_SECONDS / (seconds_per_call * iterations))
-    return max(MIN_ROUNDS, min(MAX_ROUNDS, rounds)), iterations
+        return DEEP_ROUNDS, 1
+    return plan(seconds_per_call, TARGET_SECONDS, MIN_ROUNDS, MAX_ROUNDS, MIN_ROUND_SECONDS)
 
 
 def summarise(seconds: dict[str, list[float]], size: int) -> dict:
@@ -177,7 +174,7 @@ def test_throughput(bench_results, foreign_load, thread_settings, problem_name, 
              EAGER: torch_step(problem, phase, batch, compile=False),
              REFERENCE: tf_step(problem, phase, batch)}
     warm = {name: warm_seconds(step) for name, step in steps.items()}
-    rounds, iterations = plan(one_call_seconds(steps[EAGER]), problem_name in DEEP_PROBLEMS)
+    rounds, iterations = rounds_and_calls(one_call_seconds(steps[EAGER]), problem_name in DEEP_PROBLEMS)
     record = {"problem": problem_name, "phase": phase, "batch_size": size, "dtype": DTYPE,
               "port_compiled": compiled, "rounds": rounds, "iterations": iterations,
               "load_before": os.getloadavg()[0]}

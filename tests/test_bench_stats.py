@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import table
-from benchmarks.stats import (bootstrap_median, geometric_mean, interleaved_order, paired_ratios,
+from benchmarks.stats import (bootstrap_median, geometric_mean, interleaved_order, paired_ratios, plan,
                               time_interleaved)
 
 
@@ -104,3 +104,16 @@ def test_table_names_the_machine_and_every_row_below_one(tmp_path, capsys):
 def test_table_of_a_missing_file_is_one_line(tmp_path, capsys):
     assert table.main([str(tmp_path / "none.json")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("seconds_per_call", [80e-6, 0.004, 0.028, 0.19, 0.5])
+def test_the_plan_times_the_target_when_the_round_cap_binds(seconds_per_call):
+    rounds, calls = plan(seconds_per_call, target_seconds=4.0, min_rounds=5, max_rounds=21)
+    assert 5 <= rounds <= 21
+    assert 4.0 <= rounds * calls * seconds_per_call < 4.0 + 2 * calls * seconds_per_call + 0.02
+    assert calls * seconds_per_call >= 0.02  # no round shorter than min_round_seconds
+
+
+def test_the_plan_keeps_the_fewest_rounds_for_slow_steps():
+    assert plan(2.0, target_seconds=4.0, min_rounds=5, max_rounds=21) == (5, 1)  # 10 s: the interval needs 5
+    assert plan(0.001, target_seconds=4.0, min_rounds=5, max_rounds=21) == (21, 191)
