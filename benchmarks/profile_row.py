@@ -45,7 +45,7 @@ def forward_flops(eval_step) -> float:
 
 def main() -> None:
     from benchmarks.test_bench_models import batch_size, fixed_batch, torch_step
-    from deepobs import runner
+    from deepobs import native, runner
     from deepobs.problems import PROBLEMS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,7 +69,8 @@ def main() -> None:
             step()
         wall = time.perf_counter() - start
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
-    flops = forward_flops(torch_step(problem, "eval", fixed_batch(problem, size), compile=False))
+    with native.enabled(False):  # the profiler counts aten's conv and matmul ops, not the fused oneDNN ones
+        flops = forward_flops(torch_step(problem, "eval", fixed_batch(problem, size), compile=False))
     flops *= 3 if args.phase == "train" else 1
     peak = matmul_peak_gflops()
     achieved = flops * args.steps / wall / 1e9
