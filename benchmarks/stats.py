@@ -35,13 +35,20 @@ def interleaved_order(names: Sequence[str], rounds: int) -> list[list[str]]:
     return [list(names) if index % 2 == 0 else list(reversed(names)) for index in range(rounds)]
 
 
-def time_interleaved(steps: Mapping[str, Callable[[], object]], rounds: int, iterations: int,
+def time_interleaved(steps: Mapping[str, Callable[[], object]], rounds: int, iterations: int, lead_in: int = 0,
                      clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Seconds per call of every step, one value per round, the steps alternating within and across rounds."""
+    """Seconds per call of every step, one value per round, the steps alternating within and across rounds.
+
+    `lead_in` untimed calls open each round of a step: the step just before it may be another framework's,
+    whose idle threads still spin for a few milliseconds on the cores it needs (torch's OpenMP workers after
+    a port call: the reference's next 2c2d evaluation took 24.1 ms against 17.8 back to back), which the
+    step would never meet in a run of its own."""
     seconds = {name: [] for name in steps}
     for order in interleaved_order(list(steps), rounds):
         for name in order:
             step = steps[name]
+            for _ in range(lead_in):
+                step()
             start = clock()
             for _ in range(iterations):
                 step()

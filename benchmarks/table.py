@@ -57,7 +57,7 @@ def render(results: list[dict]) -> list[str]:
                  _interval(row["port_ratio"]), _interval(row["eager_ratio"]),
                  f"{row['compile_seconds']:.0f}" if row["port_compiled"] else "-",
                  ("never" if break_even is None else f"{break_even:,.0f}") if row["port_compiled"] else "-",
-                 f"{row['rounds']}x{row['iterations']}",
+                 f"{row['rounds']}x{row['iterations']}" + (f"+{row['lead_in']}" if row.get("lead_in") else ""),
                  f"{row['load_before']:.1f}-{row['load_after']:.1f}",
                  f"{foreign:.2f}" + (" (contended)" if foreign > CONTENDED_CORES else "")]
         lines.append("| " + " | ".join(cells) + " |")

@@ -55,6 +55,33 @@ def test_per_round_seconds_are_per_call():
     assert len(machine.calls) == 8
 
 
+class SpinningMachine(DriftingMachine):
+    """A step right after another step's costs `penalty` more seconds (the other's threads still spin)."""
+
+    def __init__(self, cost: dict[str, float], penalty: float):
+        super().__init__(cost, drift=0.0)
+        self.penalty = penalty
+
+    def step(self, name: str):
+        def run():
+            if self.calls and self.calls[-1] != name:
+                self.now += self.penalty
+            self.calls.append(name)
+            self.now += self.cost[name]
+        return run
+
+
+def test_a_lead_in_call_keeps_the_other_steps_spinning_threads_out_of_the_timed_calls():
+    cost = {"port": 1.0, "reference": 1.0}
+    for lead_in, iterations, expected_round_seconds in ((0, 1, 1.5), (0, 5, 1.1), (1, 1, 1.0)):
+        machine = SpinningMachine(cost, penalty=0.5)
+        seconds = time_interleaved({name: machine.step(name) for name in cost}, rounds=4, iterations=iterations,
+                                   lead_in=lead_in, clock=machine.clock)
+        # Alternating A B, B A: every round but the ones that follow the same step pays the penalty.
+        assert max(max(values) for values in seconds.values()) == pytest.approx(expected_round_seconds)
+    assert machine.calls[:4] == ["port", "port", "reference", "reference"]
+
+
 def test_paired_ratio_is_the_speed_of_the_numerator():
     assert paired_ratios([1.0, 2.0], [2.0, 3.0]).tolist() == [2.0, 1.5]
     with pytest.raises(ValueError):
