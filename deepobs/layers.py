@@ -194,6 +194,59 @@ def mirrored_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
+def _symmetric_conv_padding(conv: nn.Conv2d, size: tuple[int, int]) -> list[int] | None:
+    """The padding conv reads, where it is the same on both sides of each axis; else None."""
+    pads = [_read_padding(conv, n, axis) for axis, n in enumerate(size)]
+    return None if any(before != after for before, after in pads) else [before for before, _ in pads]
+
+
+def _conv_output_size(conv: nn.Conv2d, size: tuple[int, int], padding: list[int]) -> tuple[int, int]:
+    return tuple((n + 2 * p - (k - 1) * d - 1) // s + 1
+                 for n, p, k, d, s in zip(size, padding, conv.kernel_size, conv.dilation, conv.stride))
+
+
+def runs_blocked(stages: list[tuple[nn.Sequential, "MaxPoolReLU"]], x: torch.Tensor) -> bool:
+    """May `stages` ((Sequential(conv), MaxPoolReLU) pairs) run on oneDNN's blocked layout
+    (`conv_pool_relu_blocked`)? In an eager evaluation with deepobs.native on (`native.blocked_eval_applies`),
+    as the model was built: plain unhooked convs with a symmetric zero padding, pools that run as one and whose
+    'SAME' windows max_pool2d's own padding reproduces. Otherwise the stages run one by one, so taps see them."""
+    if not native.blocked_eval_applies(x):
+        return False
+    size = tuple(x.shape[-2:])
+    for conv_block, pool_block in stages:
+        if len(conv_block) != 1 or type(conv_block[0]) not in CONV_TYPES or _hooked(conv_block, conv_block[0]):
+            return False
+        conv = conv_block[0]
+        padding = _symmetric_conv_padding(conv, size)
+        if padding is None or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return False
+        size = _conv_output_size(conv, size, padding)
+        if type(pool_block) is not MaxPoolReLU or _hooked(pool_block) or not _runs_as_one(pool_block, (MaxPool2dSame,)):
+            return False
+        pool = pool_block[0]
+        before = [tf_same_padding(n, k, s)[0] for n, k, s in zip(size, pool.kernel_size, pool.stride)]
+        if not _implicit_pool_padding_is_same(size, pool.kernel_size, pool.stride, before):
+            return False
+        size = tuple(-(-n // s) for n, s in zip(size, pool.stride))
+    return True
+
+
+def conv_pool_relu_blocked(stages: list[tuple[nn.Sequential, "MaxPoolReLU"]], x: torch.Tensor) -> torch.Tensor:
+    """The stages (conv, then 'SAME' max pool and ReLU; where runs_blocked) on oneDNN's blocked layout
+    (nChw8c/16c, `to_mkldnn`), returned as a dense NCHW tensor. oneDNN's convolution prefers that layout to NHWC
+    on AVX-512: 2c2d's 5x5 convs ran 0.82 and 10.4 ms there against 1.10 and 11.3 ms (batch 128), and its
+    evaluation 17.7 against 19.7 ms compiled (docs/benchmarks.md). Values to float32 round-off (another
+    summation order), tested against the float64 model."""
+    h = x.contiguous().to_mkldnn()
+    for (conv,), (pool, _) in stages:
+        padding = _symmetric_conv_padding(conv, tuple(h.shape[-2:]))
+        h = torch.mkldnn_convolution(h, conv.weight.contiguous(), conv.bias, padding, conv.stride, conv.dilation,
+                                     conv.groups)
+        before = [tf_same_padding(n, k, s)[0] for n, k, s in zip(h.shape[-2:], pool.kernel_size, pool.stride)]
+        h = torch.relu(F.max_pool2d(h, pool.kernel_size, pool.stride, before, ceil_mode=True))
+    return h.to_dense()
+
+
 def runs_mirrored(model: nn.Module, x: torch.Tensor, block_types: tuple[type, ...]) -> bool:
     """May `model` (its children: ConvReLU blocks and elementwise layers of `block_types`) run on x's mirror image?
     Only with deepobs.native on, on the CPU, where it was measured (the copies of All-CNN-C's asymmetric 'SAME'

@@ -156,7 +156,10 @@ class PhaseModels:
 
 def worth_compiling(model: torch.nn.Module) -> bool:
     """Convolutions and their pointwise neighbours are what inductor fuses; dense and recurrent models were
-    as fast eager, so they are not made to wait for a compile."""
+    as fast eager, so they are not made to wait for a compile; nor a model whose eager evaluation runs faster on
+    oneDNN's blocked layout (`evaluates_blocked`, while deepobs.native is on)."""
+    if getattr(model, "evaluates_blocked", False) and native.is_on():
+        return False
     return any(isinstance(module, torch.nn.Conv2d) for module in model.modules())
 
 

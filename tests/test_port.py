@@ -299,6 +299,72 @@ def test_all_cnn_c_runs_unmirrored_when_hooked_edited_injected_or_switched_off(m
         assert not layers.runs_mirrored(model.features, x, (layers.ConvReLU, layers.Dropout))
 
 
+def two_c_two_d_evaluation(model, x: torch.Tensor, use_native: bool, monkeypatch) -> tuple[torch.Tensor, list]:
+    """The 2c2d model's evaluation output, and whether it ran on the blocked layout."""
+    from deepobs import layers, native
+    from deepobs.models import cnn_2c2d
+    calls = []
+    with monkeypatch.context() as patched:
+        patched.setattr(cnn_2c2d, "runs_blocked", lambda *args: calls.append(layers.runs_blocked(*args)) or calls[-1])
+        with native.enabled(use_native), torch.no_grad():
+            return model(x), calls
+
+
+@pytest.mark.parametrize("name", ["mnist_2c2d", "fmnist_2c2d"])
+def test_2c2d_evaluates_on_the_blocked_layout_to_round_off(name, monkeypatch):
+    torch.manual_seed(0)
+    model, x = PROBLEMS[name].model().eval(), torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        model.conv1[0].bias.uniform_(-0.1, 0.1)  # outputs on both sides of the ReLU
+    exact, calls = two_c_two_d_evaluation(copy.deepcopy(model).double(), x.double(), True, monkeypatch)
+    assert calls == [False]  # float64: as built, the truth
+    blocked, calls = two_c_two_d_evaluation(model, x, True, monkeypatch)
+    assert calls == [True]
+    nhwc, calls = two_c_two_d_evaluation(model, x, False, monkeypatch)
+    assert calls == [False]
+    assert relative_error(blocked, exact) <= 2e-6 and relative_error(nhwc, exact) <= 2e-6
+
+
+def test_a_planted_nhwc_flatten_of_the_blocked_output_is_caught(monkeypatch):
+    """The blocked stages' output flattened in NHWC order (TF's) rather than NCHW: the dense weights' rows
+    no longer meet their features."""
+    from deepobs import layers
+    from deepobs.models import cnn_2c2d
+    torch.manual_seed(0)
+    model, x = PROBLEMS["mnist_2c2d"].model().eval(), torch.rand(4, 1, 28, 28)
+    expected, _ = two_c_two_d_evaluation(model, x, False, monkeypatch)
+    blocked = layers.conv_pool_relu_blocked
+    monkeypatch.setattr(cnn_2c2d, "conv_pool_relu_blocked",
+                        lambda stages, x: blocked(stages, x).permute(0, 2, 3, 1).contiguous().reshape(x.shape[0], 64, 7, 7))
+    planted, calls = two_c_two_d_evaluation(model, x, True, monkeypatch)
+    assert calls == [True] and relative_error(planted, expected.double()) > 1e-2
+
+
+def test_2c2d_evaluates_as_built_when_hooked_edited_training_compiling_or_switched_off(monkeypatch):
+    from deepobs import layers, native, runner
+    model, x = PROBLEMS["mnist_2c2d"].model(), torch.rand(2, 1, 28, 28)
+    stages = lambda: [(model.conv1, model.pool1), (model.conv2, model.pool2)]  # noqa: E731
+    with native.enabled(True):
+        with torch.no_grad():
+            assert layers.runs_blocked(stages(), x)
+            handle = model.pool2[1].register_forward_hook(lambda *args: None)  # the audit's taps
+            assert not layers.runs_blocked(stages(), x)
+            handle.remove()
+            model.pool1[1] = torch.nn.Tanh()  # a user's edit
+            assert not layers.runs_blocked(stages(), x)
+            model.pool1[1] = torch.nn.ReLU()
+            assert layers.runs_blocked(stages(), x)
+            assert not layers.runs_blocked(stages(), x.double())
+            monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+            assert not layers.runs_blocked(stages(), x)
+            monkeypatch.undo()
+        assert not layers.runs_blocked(stages(), x)  # gradients wanted: the training step
+        assert not runner.worth_compiling(model)  # its blocked evaluation is the faster one
+    with native.enabled(False), torch.no_grad():
+        assert not layers.runs_blocked(stages(), x)
+        assert runner.worth_compiling(model)
+
+
 def test_tf1_adam_first_steps_follow_tf1_formula():
     lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
     param = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)

@@ -11,6 +11,8 @@
   one oneDNN convolution with a ReLU post-op, the op inductor's freezing pass emits. Bit-identical; saves
   the ReLU's pass over the activation (All-CNN-C's and VGG's evaluation forward, eager and compiled).
 
+- `blocked_eval_applies`: 2c2d's evaluation runs its convolutions and pools on oneDNN's blocked layout
+  (`deepobs.layers.conv_pool_relu_blocked`), faster than NHWC for its 5x5 convs here (docs/benchmarks.md).
 - `linear` (torch's own `mkldnn._linear_pointwise`): the dense layers' forward and both gradients on oneDNN's
   inner product, the primitive TF's dense layers run. Inside a `FrozenWeights` block (the runner's evaluation
   pass) each weight is reordered to oneDNN's layout once and reused, also from a compiled graph (an opaque
@@ -65,6 +67,11 @@ def enabled(on: bool):
         yield
     finally:
         _enabled = before
+
+
+def is_on() -> bool:
+    """The process-wide switch (not whether the C kernels built: `status()`)."""
+    return _enabled
 
 
 def status() -> str:
@@ -182,6 +189,13 @@ def conv_relu(x, weight, bias, padding, stride, dilation, groups) -> torch.Tenso
     emits): the same primitive, the ReLU applied to each result before it is stored."""
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), list(dilation),
                                                    groups, "relu", [], "")
+
+
+def blocked_eval_applies(x: torch.Tensor) -> bool:
+    """May an evaluation forward run on oneDNN's blocked tensors (`torch.Tensor.to_mkldnn`): no gradient wanted,
+    float32 on the CPU, eager (inductor neither traces nor fuses opaque tensors)?"""
+    return (_enabled and _HAS_ONEDNN and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 4)
 
 
 def _long(*values: int) -> list[ctypes.c_int64]:
