@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,13 +88,34 @@ def machine_kind(cpu: dict) -> str:
     return f"{cpu['model']}, {'/'.join(widest[:2]) or 'no AVX2'}, {cpu['cores']} cores"
 
 
+TF_ONEDNN_PROBE = "import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 4, 4, 1]), tf.ones([1, 1, 1, 1]), 1, 'SAME')"
+
+
+def tf_onednn_build() -> str:
+    """The oneDNN TensorFlow bundles (its version and threading runtime differ from torch's: v3.7.3 on a
+    threadpool against v3.12 on OpenMP here), as oneDNN's own log states it; TF exposes neither. A child
+    process runs one tiny convolution with ONEDNN_VERBOSE=1 (a few seconds, once per run)."""
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        done = subprocess.run([sys.executable, "-c", TF_ONEDNN_PROBE], env=env, capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"oneDNN unknown ({type(error).__name__})"
+    log = done.stdout + done.stderr
+    version, runtime = re.search(r"info,oneDNN (v[\d.]+)", log), re.search(r"info,cpu,runtime:(\w+)", log)
+    if not version:
+        return "oneDNN unknown (no oneDNN log from a convolution)"
+    return f"oneDNN {version.group(1)}" + (f", {runtime.group(1)} runtime" if runtime else "")
+
+
 def library_builds() -> dict:
     config = torch.__config__.show()
     picked = [line.strip(" -") for line in config.splitlines()
               if any(word in line for word in ("Math Kernel Library", "MKL-DNN", "oneDNN", "OpenMP", "CPU capability"))]
     return {"torch": torch.__version__, "torch_build": picked, "mkldnn_enabled": torch.backends.mkldnn.is_available(),
             "mkl_enabled": torch.backends.mkl.is_available(), "tensorflow": tf.__version__,
-            "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)")}
+            "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
+            "tf_onednn_build": tf_onednn_build()}
 
 
 def write_atomically(path: Path, text: str) -> None:

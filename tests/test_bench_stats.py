@@ -116,13 +116,14 @@ def test_table_names_the_machine_and_every_row_below_one(tmp_path, capsys):
     run = {"datetime": "2026-11-30T00:00:00Z", "machine_kind": "Some CPU, avx512f, 2 cores",
            "cpu": {"flags": ["avx2", "avx512f"]}, "threads": {"torch": {"intra": 2, "inter": 2}},
            "libraries": {"torch": "2", "torch_build": ["oneDNN v3"], "mkldnn_enabled": True, "tensorflow": "2",
-                         "tf_onednn": "default"},
+                         "tf_onednn": "default", "tf_onednn_build": "oneDNN v3.7.3, threadpool runtime"},
            "results": [row("cifar10_3c3d", "eval", 2.0, 1.5), row("cifar10_3c3d", "train", 0.5, 0.5)]}
     path = tmp_path / "run.json"
     path.write_text(json.dumps(run))
     assert table.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("### Some CPU, avx512f, 2 cores")
+    assert "tensorflow 2 (oneDNN v3.7.3, threadpool runtime; oneDNN opts: default)" in out
     assert "| cifar10_3c3d | eval | 128 | 2,000 | 1,500 | 1,000 | 2.00 [1.90, 2.10] | 1.50 [1.40, 1.60] | 12 | 24 |" in out
     assert "| - | - | 5x1 | 0.1-0.2 | 0.30 (contended) |" in out  # train: eager, no compile
     assert "geometric mean 1.00 (eager 0.87); min 0.50; below 1.0: cifar10_3c3d train 0.50" in out
