@@ -352,14 +352,19 @@ def test_compile_switch_defaults_on_and_turns_off():
 
 def test_compile_wraps_only_the_measured_phases_of_conv_models():
     from deepobs.problems import PROBLEMS
+    from deepobs import native
     from deepobs.runner import COMPILED_PHASES, build_model
 
-    conv = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=True)
+    conv = build_model(PROBLEMS["cifar10_3c3d"], torch.device("cpu"), compile=True)
     assert conv.eval is not conv.model and conv.eval._orig_mod is conv.model  # a wrapper: same parameters
     assert (conv.train is conv.model) == ("train" not in COMPILED_PHASES)
     dense = build_model(PROBLEMS["mnist_mlp"], torch.device("cpu"), compile=True)
-    eager = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=False)
-    assert all(module is models.model for models in (dense, eager) for module in (models.train, models.eval))
+    eager = build_model(PROBLEMS["cifar10_3c3d"], torch.device("cpu"), compile=False)
+    blocked = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=True)  # its eager evaluation wins
+    assert all(module is models.model for models in (dense, eager, blocked) for module in (models.train, models.eval))
+    with native.enabled(False):
+        compiled = build_model(PROBLEMS["mnist_2c2d"], torch.device("cpu"), compile=True)
+        assert compiled.eval is not compiled.model and compiled.eval._orig_mod is compiled.model
 
 
 def test_compiled_evaluation_reports_what_eager_evaluation_does(cifar_results, data_dir, tmp_path):
