@@ -334,8 +334,10 @@ def test_a_planted_nhwc_flatten_of_the_blocked_output_is_caught(monkeypatch):
     model, x = PROBLEMS["mnist_2c2d"].model().eval(), torch.rand(4, 1, 28, 28)
     expected, _ = two_c_two_d_evaluation(model, x, False, monkeypatch)
     blocked = layers.conv_pool_relu_blocked
-    monkeypatch.setattr(cnn_2c2d, "conv_pool_relu_blocked",
-                        lambda stages, x: blocked(stages, x).permute(0, 2, 3, 1).contiguous().reshape(x.shape[0], 64, 7, 7))
+
+    def flattened_as_nhwc(stages, x):
+        return blocked(stages, x).permute(0, 2, 3, 1).contiguous().reshape(x.shape[0], 64, 7, 7)
+    monkeypatch.setattr(cnn_2c2d, "conv_pool_relu_blocked", flattened_as_nhwc)
     planted, calls = two_c_two_d_evaluation(model, x, True, monkeypatch)
     assert calls == [True] and relative_error(planted, expected.double()) > 1e-2
 
