@@ -95,6 +95,7 @@ class AuditPair:
     gradient_cache: dict = field(default_factory=dict)  # batch index -> GradientPair at the audit weights
     audit_port_values: dict = field(default_factory=dict)  # the audit weights in port layouts (filled once)
     inference_cache: list = field(default_factory=list)  # see inference_at_audit_weights
+    inference_draws: list = field(default_factory=list)  # the reference's noise draws in that pass (VAE)
     # Large models: every optimizer step takes batch 0's gradients at the audit weights (see check_optimizer).
     fixed_step_gradients: bool = False
     port_layout_gradients: dict = field(default_factory=dict)  # batch 0's gradients converted once (see _set_port_grads)
@@ -363,13 +364,36 @@ def inference_at_audit_weights(pair: AuditPair):
         with torch.no_grad():
             port_pass = port_forward(pair, batch, training=False, draws=draws)
         pair.inference_cache.extend([reference_outputs, reference_taps, port_pass])
+        pair.inference_draws.extend(draws)
     return pair.inference_cache
+
+
+def untapped_inference(pair: AuditPair) -> PortPass:
+    """The port's inference outputs on batch 0 with no module hooked: the path the runner runs. The port's
+    fused, mirrored and blocked kernels step aside for the taps' hooks, so the tapped pass never reaches
+    them; this one does. The reference's noise draws are shared only where it drew any (the VAE's epsilon):
+    an injection replaces torch's samplers, and the mirrored path steps aside for that too."""
+    inference_at_audit_weights(pair)
+    pair.model.eval()
+    draws = pair.inference_draws
+    with (injected_noise(draws) if draws else contextlib.nullcontext()) as injection, torch.no_grad():
+        try:
+            outputs = pair.model(*pair.batches[0].port_inputs(pair.torch_dtype))
+        except (RuntimeError, NoiseMismatch, ValueError) as failure:
+            return PortPass(None, {}, f"the port's untapped forward raised {type(failure).__name__}: {failure}")
+    return PortPass(outputs, {}, "", injection)
+
+
+UNTAPPED_PREFIX = "untapped "  # the model's outputs again, from a pass with no hooks (untapped_inference)
 
 
 def check_forward(pair: AuditPair) -> CheckResult:
     """Inference mode: every layer's output, in the reference's NHWC layout, then the model's outputs."""
     _, reference_taps, port_pass = inference_at_audit_weights(pair)
     result = CheckResult(pair.problem, "forward", pair.dtype, compare_taps(pair, reference_taps, port_pass, "forward"))
+    reference_outputs = {name: value for name, value in reference_taps.items() if name in pair.output_names}
+    result.comparisons += compare_taps(pair, reference_outputs, untapped_inference(pair), "forward",
+                                       prefix=UNTAPPED_PREFIX)
     if not pair.problem_map.taps:
         result.notes.append("no layers to tap: the model's outputs are compared")
     if pair.problem_map.inferred:

@@ -64,8 +64,27 @@ def test_float64_tolerances_are_round_off():
 def test_forward_compares_every_layer_not_only_logits():
     result = audited("svhn_wrn164", "float64")["forward"]
     items = [c.item for c in result.comparisons]
-    assert items[0] == "conv2d" and items[-2:] == ["logits", "trainable parameters"]
+    assert items[0] == "conv2d" and items[-3:] == ["logits", "untapped logits", "trainable parameters"]
     assert "unit_2_0/conv2d" in items and "unit_3_1" in items and len(items) > 30
+
+
+def test_a_bug_on_the_path_only_an_unhooked_model_runs_fails_forward_at_the_untapped_output(monkeypatch):
+    """The taps' hooks make the port's fast paths step aside (2c2d's blocked evaluation here), so the tapped
+    layers all pass; the untapped pass runs the path the runner does and catches its planted slip: the ReLU
+    after each pool forgotten on the blocked layout."""
+    import torch.nn.functional as F
+    from deepobs.models import cnn_2c2d
+
+    def blocked_without_relu(stages, x):
+        h = x.contiguous().to_mkldnn()
+        for (conv,), _ in stages:
+            h = F.max_pool2d(torch.mkldnn_convolution(h, conv.weight.contiguous(), conv.bias, [2, 2], [1, 1], [1, 1],
+                                                      1), 2, 2)
+        return h.to_dense()
+    monkeypatch.setattr(cnn_2c2d, "conv_pool_relu_blocked", blocked_without_relu)
+    [forward] = audit_problem(deepobs_port(), "mnist_2c2d", "float32", checks=["forward"])
+    assert not forward.passed and forward.first_divergence.item == "untapped logits"
+    assert all(c.passed for c in forward.comparisons if not c.item.startswith("untapped "))
 
 
 def test_forward_states_the_trainable_parameter_count_of_both_frameworks():
