@@ -374,6 +374,7 @@ def untapped_inference(pair: AuditPair) -> PortPass:
     them; this one does. The reference's noise draws are shared only where it drew any (the VAE's epsilon):
     an injection replaces torch's samplers, and the mirrored path steps aside for that too."""
     inference_at_audit_weights(pair)
+    pair.sync()  # the audit weights and a zero carried state (the char RNN's), as the tapped pass had them
     pair.model.eval()
     draws = pair.inference_draws
     with (injected_noise(draws) if draws else contextlib.nullcontext()) as injection, torch.no_grad():
