@@ -205,6 +205,11 @@ def _conv_output_size(conv: nn.Conv2d, size: tuple[int, int], padding: list[int]
                  for n, p, k, d, s in zip(size, padding, conv.kernel_size, conv.dilation, conv.stride))
 
 
+def _same_pool_before(pool: "MaxPool2dSame", size) -> list[int]:
+    """The 'SAME' padding before each axis's first window of `pool` on an input of `size`."""
+    return [tf_same_padding(n, k, s)[0] for n, k, s in zip(size, pool.kernel_size, pool.stride)]
+
+
 def runs_blocked(stages: list[tuple[nn.Sequential, "MaxPoolReLU"]], x: torch.Tensor) -> bool:
     """May `stages` ((Sequential(conv), MaxPoolReLU) pairs) run on oneDNN's blocked layout
     (`conv_pool_relu_blocked`)? In an eager evaluation with deepobs.native on (`native.blocked_eval_applies`),
@@ -224,8 +229,7 @@ def runs_blocked(stages: list[tuple[nn.Sequential, "MaxPoolReLU"]], x: torch.Ten
         if type(pool_block) is not MaxPoolReLU or _hooked(pool_block) or not _runs_as_one(pool_block, (MaxPool2dSame,)):
             return False
         pool = pool_block[0]
-        before = [tf_same_padding(n, k, s)[0] for n, k, s in zip(size, pool.kernel_size, pool.stride)]
-        if not _implicit_pool_padding_is_same(size, pool.kernel_size, pool.stride, before):
+        if not _implicit_pool_padding_is_same(size, pool.kernel_size, pool.stride, _same_pool_before(pool, size)):
             return False
         size = tuple(-(-n // s) for n, s in zip(size, pool.stride))
     return True
@@ -242,7 +246,7 @@ def conv_pool_relu_blocked(stages: list[tuple[nn.Sequential, "MaxPoolReLU"]], x:
         padding = _symmetric_conv_padding(conv, tuple(h.shape[-2:]))
         h = torch.mkldnn_convolution(h, conv.weight.contiguous(), conv.bias, padding, conv.stride, conv.dilation,
                                      conv.groups)
-        before = [tf_same_padding(n, k, s)[0] for n, k, s in zip(h.shape[-2:], pool.kernel_size, pool.stride)]
+        before = _same_pool_before(pool, h.shape[-2:])
         h = torch.relu(F.max_pool2d(h, pool.kernel_size, pool.stride, before, ceil_mode=True))
     return h.to_dense()
 

@@ -256,16 +256,20 @@ class PortPass:
         return dict(zip(names, outputs))
 
 
-def port_forward(pair: AuditPair, batch: Batch, training: bool, draws) -> PortPass:
+def port_forward(pair: AuditPair, batch: Batch, training: bool, draws, tapped: bool = True) -> PortPass:
+    """With `tapped`, every mapped module hooked and torch's samplers replaced by the reference's draws (none
+    left over, none extra); without, no module hooked and the samplers replaced only where the reference drew
+    (the VAE's epsilon): the port's fast paths step aside for hooks and injections, so only then do they run."""
     pair.model.train(training)
-    tap_modules = sorted(set(pair.problem_map.port_module_for_tap().values()))
+    tap_modules = sorted(set(pair.problem_map.port_module_for_tap().values())) if tapped else []
+    noise = injected_noise(draws) if tapped or draws else contextlib.nullcontext()
     outputs, error = None, ""
-    with captured_outputs(pair.model, tap_modules) as taps, injected_noise(draws) as injection:
+    with captured_outputs(pair.model, tap_modules) as taps, noise as injection:
         try:
             outputs = pair.model(*batch.port_inputs(pair.torch_dtype))
         except (RuntimeError, NoiseMismatch, ValueError) as failure:  # compared up to where it broke
-            error = f"the port's forward raised {type(failure).__name__}: {failure}"
-    if not error and injection.unused:
+            error = f"the port's {'' if tapped else 'untapped '}forward raised {type(failure).__name__}: {failure}"
+    if not error and injection and injection.unused:
         error = ("the port skipped random draws the reference made: "
                  + ", ".join(f"{draw.kind} at {draw.name}" for draw in injection.unused))
     return PortPass(outputs, taps, error, injection, unshareable_draws(pair.model) if training else {})
@@ -370,19 +374,12 @@ def inference_at_audit_weights(pair: AuditPair):
 
 def untapped_inference(pair: AuditPair) -> PortPass:
     """The port's inference outputs on batch 0 with no module hooked: the path the runner runs. The port's
-    fused, mirrored and blocked kernels step aside for the taps' hooks, so the tapped pass never reaches
-    them; this one does. The reference's noise draws are shared only where it drew any (the VAE's epsilon):
-    an injection replaces torch's samplers, and the mirrored path steps aside for that too."""
+    fused, mirrored and blocked kernels step aside for the taps' hooks, so the tapped pass never reaches them;
+    this one does, from the audit weights and a zero carried state (the char RNN's), as the tapped pass."""
     inference_at_audit_weights(pair)
-    pair.sync()  # the audit weights and a zero carried state (the char RNN's), as the tapped pass had them
-    pair.model.eval()
-    draws = pair.inference_draws
-    with (injected_noise(draws) if draws else contextlib.nullcontext()) as injection, torch.no_grad():
-        try:
-            outputs = pair.model(*pair.batches[0].port_inputs(pair.torch_dtype))
-        except (RuntimeError, NoiseMismatch, ValueError) as failure:
-            return PortPass(None, {}, f"the port's untapped forward raised {type(failure).__name__}: {failure}")
-    return PortPass(outputs, {}, "", injection)
+    pair.sync()
+    with torch.no_grad():
+        return port_forward(pair, pair.batches[0], training=False, draws=pair.inference_draws, tapped=False)
 
 
 UNTAPPED_PREFIX = "untapped "  # the model's outputs again, from a pass with no hooks (untapped_inference)

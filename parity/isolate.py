@@ -342,22 +342,13 @@ def _sign_flips(pair: AuditPair, reference_taps: dict, forced_pass: ForcedPass, 
 
 def isolated_forward(pair: AuditPair) -> tuple[CheckResult, ForcedPass]:
     reference_outputs, reference_taps, _ = inference_at_audit_weights(pair)
-    draws = _inference_draws(pair)
     pair.sync()
-    forced_pass = forced_forward(pair, pair.batches[0], False, draws, reference_taps)
+    forced_pass = forced_forward(pair, pair.batches[0], False, pair.inference_draws, reference_taps)
     result = CheckResult(pair.problem, "isolated/forward", pair.dtype,
                          compare_forced(pair, reference_taps, forced_pass, "forward"), diagnostic=True)
     for module, why in forced_pass.unforced.items():
         result.notes.append(f"{modules_to_layer(pair, module)}: not teacher-forced ({why})")
     return result, forced_pass
-
-
-def _inference_draws(pair: AuditPair) -> list:
-    """The inference pass's noise draws (the VAE's epsilon), as inference_at_audit_weights made them."""
-    noise = NoiseRecorder(pair.seed + 1)
-    pair.sync()
-    pair.reference.forward(pair.batches[0].inputs, False, noise)
-    return noise.draws
 
 
 # --- loss terms ----------------------------------------------------------------------------------

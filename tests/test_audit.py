@@ -87,6 +87,26 @@ def test_a_bug_on_the_path_only_an_unhooked_model_runs_fails_forward_at_the_unta
     assert all(c.passed for c in forward.comparisons if not c.item.startswith("untapped "))
 
 
+def test_an_equivalent_rewrite_of_the_untapped_path_passes_forward(monkeypatch):
+    """The same blocked path with each ReLU before its pool (the original's order; max and ReLU commute): equal
+    values, so the untapped outputs pass as the tapped ones do."""
+    import torch.nn.functional as F
+    from deepobs.models import cnn_2c2d
+    calls = []
+
+    def blocked_relu_first(stages, x):
+        calls.append(len(stages))
+        h = x.contiguous().to_mkldnn()
+        for (conv,), _ in stages:
+            h = F.max_pool2d(torch.relu(torch.mkldnn_convolution(h, conv.weight.contiguous(), conv.bias, [2, 2],
+                                                                 [1, 1], [1, 1], 1)), 2, 2)
+        return h.to_dense()
+    monkeypatch.setattr(cnn_2c2d, "conv_pool_relu_blocked", blocked_relu_first)
+    [forward] = audit_problem(deepobs_port(), "mnist_2c2d", "float32", checks=["forward"])
+    assert calls == [2] and forward.passed
+    assert "untapped logits" in [c.item for c in forward.comparisons]
+
+
 def test_forward_states_the_trainable_parameter_count_of_both_frameworks():
     count = audited("svhn_wrn164", "float64")["forward"].comparisons[-1]
     assert count.item == "trainable parameters" and count.passed
