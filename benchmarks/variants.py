@@ -12,6 +12,7 @@ and its speed against the runner's eager step with a bootstrap interval:
   `(fused=True)` instead of the runner's momentum optimizer (deepobs.optim: fused where the layouts allow);
 - aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other,
   dense layers and dropout draws);
+- onednn-dense: eager with every dense product on oneDNN (deepobs.native.MIN_INNER_PRODUCT_* at 0);
 - torch-dense / torch-dropout / unfused: eager with only that part of deepobs.native off (dense layers on
   torch's own F.linear; dropout masks from torch's generator; activation and dropout as two layers);
 - compiled: the model compiled in place (inductor, both phases), its compile time printed separately.
@@ -72,9 +73,10 @@ def steps_for(problem, phase: str, inputs, targets, compile: bool = False, conti
             model.compile()
     if phase == "eval":
         model.eval()
+        frozen = native.FrozenWeights()  # as in the runner's evaluation pass
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), frozen:
                 return model(*inputs)
         return step
     model.train()
@@ -95,13 +97,20 @@ def without_native(step):
 
 def without(step, applies: str):
     """The step with one of deepobs.native's `*_applies` checks saying no."""
+    return with_settings(step, **{applies: lambda *args: False})
+
+
+def with_settings(step, **settings):
+    """The step with some of deepobs.native's settings changed while it runs."""
     def run():
-        saved = getattr(native, applies)
-        setattr(native, applies, lambda *args: False)
+        saved = {name: getattr(native, name) for name in settings}
+        for name, value in settings.items():
+            setattr(native, name, value)
         try:
             return step()
         finally:
-            setattr(native, applies, saved)
+            for name, value in saved.items():
+                setattr(native, name, value)
     return run
 
 
@@ -109,6 +118,8 @@ def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict,
     made = {"eager": steps_for(problem, phase, inputs, targets)}
     made["aten-only"] = without_native(steps_for(problem, phase, inputs, targets))
     made["torch-dense"] = without(steps_for(problem, phase, inputs, targets), "linear_applies")
+    made["onednn-dense"] = with_settings(steps_for(problem, phase, inputs, targets),
+                                         MIN_INNER_PRODUCT_INPUTS=0, MIN_INNER_PRODUCT_MACS=0)
     if phase == "train":
         made["torch-dropout"] = without(steps_for(problem, phase, inputs, targets), "dropout_applies")
         made["unfused"] = without(steps_for(problem, phase, inputs, targets), "activation_dropout_applies")
@@ -138,6 +149,7 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", default=["train", "eval"])
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="time only these variants beside eager")
     args = parser.parse_args()
     if runner.RunSettings.keep_freed_memory:  # the process as the runner sets it up (all variants share it)
         runner.keep_freed_memory()
@@ -148,10 +160,12 @@ def main() -> None:
         inputs, targets = make_batch(problem, size)
         for phase in args.phases:
             made, compile_seconds = variants(problem, phase, inputs, targets, not args.no_compile)
+            if args.only:
+                made = {variant: step for variant, step in made.items() if variant in {"eager", *args.only}}
             once = time.perf_counter()
             made["eager"]()
             iterations = max(1, int(0.05 / max(time.perf_counter() - once, 1e-6)))
-            seconds = time_interleaved(made, args.rounds, iterations)
+            seconds = time_interleaved(made, args.rounds, iterations, lead_in=1)
             eager = seconds["eager"]
             print(f"{name} {phase} batch {size} (load {os.getloadavg()[0]:.2f}):")
             for variant, values in seconds.items():

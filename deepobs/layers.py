@@ -362,8 +362,9 @@ class ResizeBilinearTF1(nn.Module):
 
 
 class Dense(nn.Linear):
-    """nn.Linear whose float32 CPU products run on oneDNN's inner product (deepobs.native.linear), the primitive
-    TF's dense layers run; the same parameters, hooks and names as nn.Linear, its other inputs on nn.Linear."""
+    """nn.Linear whose large float32 CPU products with long reductions run on oneDNN's inner product
+    (deepobs.native.linear, the primitive TF's dense layers run; native.MIN_INNER_PRODUCT_* say which); the same
+    parameters, hooks and names as nn.Linear, its other inputs on nn.Linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if native.linear_applies(x, self.weight):

@@ -376,6 +376,13 @@ def test_the_audits_injected_draws_reach_the_dropout_layer():
 DENSE_SHAPES = [(64, 12544, 784), (128, 3136, 1024), (128, 1152, 512), (16, 4096, 10), (64, 24, 49), (3, 5, 1)]
 
 
+@pytest.fixture
+def every_product_on_onednn(monkeypatch):
+    """The dense layer's oneDNN path for products of any size (below the thresholds it runs F.linear)."""
+    monkeypatch.setattr(native, "MIN_INNER_PRODUCT_INPUTS", 0)
+    monkeypatch.setattr(native, "MIN_INNER_PRODUCT_MACS", 0)
+
+
 def dense_and_grads(layer, x: torch.Tensor, grad_out: torch.Tensor, use_native: bool):
     with native.enabled(use_native):
         layer.zero_grad(set_to_none=True)
@@ -397,6 +404,7 @@ def relative_error(value: torch.Tensor, exact: torch.Tensor) -> float:
     return ((value.double() - exact).abs().max() / exact.abs().max()).item()
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES)
 def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs, outputs, bias):
@@ -412,6 +420,7 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
         assert relative_error(mine, truth) <= max(4 * relative_error(theirs, truth), 1e-6)
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkeypatch):
     """The input gradient from the weight's other orientation (a square layer: same shapes) fails the test."""
     layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
@@ -423,6 +432,7 @@ def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkey
     assert relative_error(ours[1], exact[1]) > 0.1  # the input gradient is not: the comparison sees it
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_a_planted_transposed_weight_gradient_in_the_dense_layer_is_caught(monkeypatch):
     """x.T @ grad ([in, out], TF's kernel layout) for grad.T @ x (a square layer: same shapes) fails the test."""
     layer, x, grad_out = Dense(32, 32), torch.randn(8, 32), torch.randn(8, 32)
@@ -433,6 +443,7 @@ def test_a_planted_transposed_weight_gradient_in_the_dense_layer_is_caught(monke
     assert relative_error(ours[2], exact[2]) > 0.1  # the weight gradient is not: the comparison sees it
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_the_dense_layer_is_twice_differentiable_and_compiles_into_one_graph_on_f_linear():
     torch.manual_seed(0)
     layer, x = Dense(20, 7), torch.randn(5, 20, requires_grad=True)
@@ -447,6 +458,7 @@ def test_the_dense_layer_is_twice_differentiable_and_compiles_into_one_graph_on_
         assert torch.allclose(compiled(x), layer(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 @pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES[:4])
 def test_frozen_weights_give_the_plain_products_bit_for_bit_at_any_batch(batch, inputs, outputs):
     torch.manual_seed(batch)
@@ -472,11 +484,13 @@ def frozen_then_changed(layer: Dense, x: torch.Tensor) -> tuple[torch.Tensor, to
         return inside, layer(x)
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_a_weight_changed_in_place_in_the_block_is_reordered_again():
     inside, plain = frozen_then_changed(Dense(64, 32), torch.randn(8, 64))
     assert same_bits(inside, plain)
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_a_planted_stale_reordered_weight_is_caught(monkeypatch):
     """A cache that ignores the version counter keeps the old weight: the comparison above sees it."""
     def stale(self, weight, rows):
@@ -488,6 +502,7 @@ def test_a_planted_stale_reordered_weight_is_caught(monkeypatch):
     assert not torch.allclose(inside, plain)
 
 
+@pytest.mark.usefixtures("every_product_on_onednn")
 def test_the_compiled_inference_graph_runs_the_frozen_product_when_it_runs():
     torch.manual_seed(0)
     layer, x = torch.nn.Sequential(Dense(40, 24), torch.nn.ReLU(), Dense(24, 5)), torch.randn(6, 40)
@@ -500,6 +515,25 @@ def test_the_compiled_inference_graph_runs_the_frozen_product_when_it_runs():
             assert same_bits(compiled(x), plain)
         assert len(frozen._packed) == 2  # both products looked their reordered weights up in the block
         assert same_bits(compiled(x), plain)  # and outside it the plain weights again
+
+
+@pytest.mark.parametrize("batch, inputs, outputs, on_onednn", [
+    (128, 3136, 1024, True), (64, 12544, 784, True), (16, 25088, 4096, True),  # 2c2d, VAE, VGG: long reductions
+    (128, 784, 1000, False), (128, 1000, 500, False),  # the MLP's: short reductions
+    (64, 3136, 8, False), (128, 4096, 10, False)])  # small products
+def test_dense_products_run_on_onednn_only_where_that_measured_faster(batch, inputs, outputs, on_onednn):
+    x, weight = torch.empty(batch, inputs), torch.empty(outputs, inputs)
+    with native.enabled(True):
+        assert native.linear_applies(x, weight) == on_onednn
+
+
+def test_a_dense_layer_below_the_thresholds_is_f_linear_bit_for_bit():
+    torch.manual_seed(0)
+    layer, x = Dense(784, 1000), torch.randn(128, 784)
+    with native.enabled(True):
+        out = layer(x)
+    assert same_bits(out.detach(), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    assert out.grad_fn.name() == "AddmmBackward0"  # torch's own product and gradient, not native._Linear
 
 
 def test_the_dense_layer_runs_nn_linear_where_onednn_does_not_apply():

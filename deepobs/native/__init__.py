@@ -359,12 +359,23 @@ def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: 
     return _ActivationDropout.apply(x, kind, slope, p, dropout_scale(p), key)
 
 
+# Which dense products run on oneDNN's inner product rather than torch's F.linear (MKL), by whole-step
+# measurement (benchmarks/variants.py, docs/benchmarks.md): oneDNN where the reduction is long (2c2d's
+# 3136 -> 1024, the VAE's 12544 -> 784, VGG's 25088 -> 4096: evaluation x1.06 and more), MKL where it is short
+# (the MLP's 784 -> 1000 -> 500: its training step x1.10 on F.linear) or the product small: oneDNN's call
+# costs 20-40 us more than MKL's (0.15 against 0.10 ms for the MLP's 500 -> 100 layer).
+MIN_INNER_PRODUCT_INPUTS = 2048
+MIN_INNER_PRODUCT_MACS = 32 << 20  # rows x inputs x outputs
+
+
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Can x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on? Under
-    torch.compile only without gradients (an opaque op in the graph, `_frozen_inner_product`): inductor lowers
-    oneDNN's op only with the weight frozen into the graph as a constant, and the op has no autograd formula."""
+    """Should x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on, a
+    product as large as the thresholds above? Under torch.compile only without gradients (an opaque op in the
+    graph, `_frozen_inner_product`): inductor lowers oneDNN's op only with the weight frozen into the graph as a
+    constant, and the op has no autograd formula."""
     return (_enabled and _HAS_ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() == 2 and weight.is_contiguous()
+            and weight.shape[1] >= MIN_INNER_PRODUCT_INPUTS and x.shape[0] * weight.numel() >= MIN_INNER_PRODUCT_MACS
             and not (torch.compiler.is_compiling() and torch.is_grad_enabled()))
 
 
