@@ -110,14 +110,15 @@ def fully_padded(layer, x: torch.Tensor) -> torch.Tensor:
 
 # (layer, input size): the asymmetric 'SAME' paddings, where the split changed what is copied: the VAE's stride-1
 # conv and transposed convs ((1, 2) and (2, 1) per side), a 6x6 ((2, 3)), a stride-2 conv on an even size
-# ((0, 1): all copied, as before). Symmetric paddings were the convolution's own before and still are (their
-# bits need not equal a copied padding's: oneDNN may pick another kernel; the audit compares them with TF).
+# ((0, 1): all copied, as before). The two spellings hand oneDNN inputs of other shapes, and which kernel (so which
+# order of summation) it picks for each depends on the CPU: bit-equal on one machine (Xeon, AMX), not on another
+# (CI, 2026-11): so they are compared to float32 round-off, far below what a misplaced pixel changes (the test after).
 SPLIT_PADDING_CASES = [(lambda: Conv2dSame(64, 64, 4, 1), 7), (lambda: ConvTranspose2dSame(64, 64, 4, 1), 14),
                        (lambda: Conv2dSame(16, 16, 6), 11), (lambda: Conv2dSame(16, 32, 3, 2), 12)]
 
 
 @pytest.mark.parametrize("make, size", SPLIT_PADDING_CASES)
-def test_same_padding_split_between_f_pad_and_the_convolution_gives_the_fully_padded_bits(make, size):
+def test_same_padding_split_between_f_pad_and_the_convolution_gives_the_fully_padded_values(make, size):
     torch.manual_seed(size)
     layer = make().to(memory_format=torch.channels_last)
     x = torch.randn(4, layer.in_channels, size, size).contiguous(memory_format=torch.channels_last)
@@ -130,7 +131,7 @@ def test_same_padding_split_between_f_pad_and_the_convolution_gives_the_fully_pa
         results.append([out.detach(), xg.grad, layer.weight.grad])
     assert results[0][0].shape == results[1][0].shape
     for split, full in zip(*results):
-        assert torch.equal(split, full)
+        torch.testing.assert_close(split, full, rtol=1e-5, atol=1e-5 * full.abs().max().item())
 
 
 def test_a_planted_split_padding_on_the_wrong_side_is_caught(monkeypatch):
