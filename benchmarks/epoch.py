@@ -125,13 +125,23 @@ def render(rows: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("problems", nargs="*", default=list(DEFAULT_STEPS), choices=list(DEFAULT_STEPS))
+    # no `choices`: Python 3.11's argparse checks an empty nargs="*" positional against them as one value
+    parser.add_argument("problems", nargs="*", help=f"any of {', '.join(DEFAULT_STEPS)} (default: both)")
     parser.add_argument("--steps", type=int, help="training steps per round (default: 30 for 3c3d, 5 for WRN)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.problems if name not in DEFAULT_STEPS]
+    if unknown:
+        parser.error(f"no epoch benchmark for {', '.join(unknown)}: choose from {', '.join(DEFAULT_STEPS)}")
+    args.problems = args.problems or list(DEFAULT_STEPS)
+    return args
+
+
+def main() -> None:
+    args = parse_arguments()
     with tempfile.TemporaryDirectory() as data_root:
         rows = [measure(name, args.steps or DEFAULT_STEPS[name], args.rounds, Path(data_root))
                 for name in args.problems]

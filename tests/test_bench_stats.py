@@ -145,3 +145,11 @@ def test_the_plan_times_the_target_when_the_round_cap_binds(seconds_per_call):
 def test_the_plan_keeps_the_fewest_rounds_for_slow_steps():
     assert plan(2.0, target_seconds=4.0, min_rounds=5, max_rounds=21) == (5, 1)  # 10 s: the interval needs 5
     assert plan(0.001, target_seconds=4.0, min_rounds=5, max_rounds=21) == (21, 191)
+
+
+def test_the_epoch_benchmark_runs_both_problems_by_default_and_refuses_others():
+    from benchmarks import epoch
+    assert epoch.parse_arguments([]).problems == ["cifar10_3c3d", "svhn_wrn164"]
+    assert epoch.parse_arguments(["svhn_wrn164"]).problems == ["svhn_wrn164"]
+    with pytest.raises(SystemExit):
+        epoch.parse_arguments(["mnist_mlp"])
