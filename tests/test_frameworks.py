@@ -1,5 +1,6 @@
 """Import order, the one TensorFlow import, and the independence of the reference."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -50,8 +51,6 @@ def test_any_import_order_works(statements):
 
 
 def _import_reference_tf(tmp_path, keep_logs, fake_tensorflow=None):
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("PARITY_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")}
     if keep_logs:
         env["PARITY_TF_LOGS"] = "1"
