@@ -265,9 +265,11 @@ def _quadratic_forward(form):
     return forward
 
 
-def _two_d_function(function):
+def _two_d_function(function=None, gradient=None):
+    """The 2-D model with its function's value or its gradient formula (the training step's backward) replaced."""
     def edit(model):
-        model.function = function
+        model.function = model.function._replace(**{k: f for k, f in (("value", function), ("gradient", gradient))
+                                                      if f is not None})
     return edit
 
 
@@ -503,6 +505,8 @@ def _bugs() -> list[Mutant]:
         Mutant("beale without its third term", "two_d_beale", edit_model(_two_d_function(
             lambda u, v: (1.5 - u + u * v)**2 + (2.25 - u + u * v**2)**2)), SINGLE, "forward", "losses"),
         Mutant("branin with cos(v) for cos(u)", "two_d_branin", edit_model(_two_d_function(_branin_cos_v)), SINGLE, "forward", "losses"),
+        Mutant("beale's gradient formula without its third term", "two_d_beale", edit_model(_two_d_function(
+            gradient=_beale_gradient_two_terms)), ("gradients",), "gradients", "bias", fast=True),
         Mutant("2-D noise subtracted, not added", "two_d_rosenbrock", edit_model(lambda m: rewrite_forward(
             m, lambda self, x, y: rosenbrock(self.u, self.v) - self.u * x - self.v * y)), SINGLE, "forward",
             "losses"),
@@ -705,6 +709,11 @@ def _wrn_body(self, x):
     for group in self.groups:
         x = group(x)
     return x
+
+
+def _beale_gradient_two_terms(u, v):
+    r1, r2 = 1.5 - u + u * v, 2.25 - u + u * v**2
+    return 2 * r1 * (v - 1) + 2 * r2 * (v**2 - 1), 2 * r1 * u + 4 * r2 * u * v
 
 
 def _branin_cos_v(u, v):

@@ -495,3 +495,113 @@ def test_same_average_pool_excludes_the_padding():
 
     pooled = AvgPoolSame(3)(torch.ones(1, 1, 5, 5))
     assert torch.equal(pooled, torch.ones(1, 1, 5, 5))  # count_include_pad=True gives 4/9 in the corners
+
+
+def two_d_points(dtype: torch.dtype, count: int = 200) -> list[tuple[float, float]]:
+    """The functions' starting points and random ones around them."""
+    from deepobs.models.two_d import FUNCTIONS
+    generator = torch.Generator().manual_seed(0)
+    starts = [function.start for function in FUNCTIONS.values()]
+    return starts + [tuple((torch.randn(2, generator=generator, dtype=dtype) * 5).tolist()) for _ in range(count)]
+
+
+def two_d_model(name: str, dtype: torch.dtype, point: tuple[float, float]):
+    model = PROBLEMS[name].model().to(dtype)
+    with torch.no_grad():
+        model.u.fill_(point[0]), model.v.fill_(point[1])
+    return model
+
+
+def plain_two_d_loss(model, x, y) -> torch.Tensor:
+    """The expression the model evaluates, through autograd's own chain."""
+    return (model.function.value(model.u, model.v) + model.u * x + model.v * y).mean()
+
+
+@pytest.mark.parametrize("name", ["two_d_rosenbrock", "two_d_beale", "two_d_branin"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_two_d_training_loss_is_the_plain_expression_bit_for_bit(name, dtype):
+    """The one-node loss (f on NumPy scalars) gives the bits of the expression in torch's scalar ops, with and
+    without gradients, at the starting points and 200 others."""
+    x, y = torch.randn(2, 128, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for point in two_d_points(dtype):
+        model = two_d_model(name, dtype, point)
+        with torch.no_grad():
+            plain = plain_two_d_loss(model, x, y)
+        trained = model(x, y).mean()
+        assert trained.grad_fn is not None and torch.equal(trained.detach(), plain), point
+
+
+def two_d_gradient_error(model, x, y) -> float:
+    """Max relative difference between the model's gradient and autograd's through the plain expression."""
+    ours = torch.autograd.grad(model(x, y).mean(), (model.u, model.v))
+    theirs = torch.autograd.grad(plain_two_d_loss(model, x, y), (model.u, model.v))
+    return max(float((a - b).abs() / b.abs().clamp_min(1e-300)) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("name", ["two_d_rosenbrock", "two_d_beale", "two_d_branin"])
+def test_the_two_d_gradient_formulas_are_autograds_gradient(name):
+    """In float64 the formulas' gradient is autograd's to 1e-12 everywhere tried; in float32 to round-off."""
+    for dtype, bound in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+        x, y = torch.randn(2, 128, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        worst = max(two_d_gradient_error(two_d_model(name, dtype, point), x, y) for point in two_d_points(dtype))
+        assert worst < bound, (dtype, worst)
+
+
+def test_a_planted_slip_in_a_two_d_gradient_formula_is_caught():
+    from parity.mutants import _beale_gradient_two_terms
+    x, y = torch.randn(2, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    model = two_d_model("two_d_beale", torch.float64, (-4.5, 4.5))
+    model.function = model.function._replace(gradient=_beale_gradient_two_terms)
+    assert two_d_gradient_error(model, x, y) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["two_d_rosenbrock", "two_d_beale", "two_d_branin"])
+def test_two_d_hessian_vector_products_are_autograds(name):
+    """create_graph=True through the one-node loss: its gradient is itself differentiable, as autograd's is."""
+    x, y = torch.randn(2, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    model = two_d_model(name, torch.float64, (0.7, -1.3))
+    vector = (torch.tensor(0.3, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64))
+
+    def hessian_vector(loss):
+        grads = torch.autograd.grad(loss, (model.u, model.v), create_graph=True)
+        return torch.autograd.grad(sum(g * w for g, w in zip(grads, vector)), (model.u, model.v))
+
+    for ours, theirs in zip(hessian_vector(model(x, y).mean()), hessian_vector(plain_two_d_loss(model, x, y))):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("options", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True},
+                                     {"momentum": 0.5, "dampening": 0.3, "weight_decay": 0.01},
+                                     {"momentum": 0.9, "maximize": True}])
+def test_the_direct_fused_sgd_step_is_torchs_sgd_step(options, monkeypatch):
+    """deepobs.optim.SGD calls the fused kernel itself: the bits and the optimizer state of torch.optim.SGD's own
+    fused steps, with every option, over a learning-rate change; its state dict loads into torch's optimizer.
+    (Sizes that are no multiple of the vector width: the kernel's scalar tail, within 1 ulp of the for-loop.)"""
+    from deepobs.optim import SGD
+    torch.manual_seed(0)
+    start = [torch.randn(30, 7), torch.randn(5)]
+    steps = [[torch.randn_like(value) for value in start] for _ in range(3)]
+
+    def trained(make):
+        params = [value.clone().requires_grad_() for value in start]
+        optimizer = make(params)
+        for number, gradients in enumerate(steps):
+            optimizer.param_groups[0]["lr"] = 0.1 / (number + 1)
+            for param, grad in zip(params, gradients):
+                param.grad = grad.clone()
+            optimizer.step()
+        return params, optimizer
+
+    theirs, reference = trained(lambda params: torch.optim.SGD(params, lr=0.1, fused=True, **options))
+    loop, _ = trained(lambda params: torch.optim.SGD(params, lr=0.1, foreach=False, **options))
+    for a, b in zip(theirs, loop):
+        torch.testing.assert_close(a, b, rtol=2 ** -23, atol=0)
+    calls = fused_calls(monkeypatch)
+    ours, optimizer = trained(lambda params: SGD(params, lr=0.1, **options))
+    assert len(calls) == 3
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    for a, b in zip(ours, theirs):
+        assert (optimizer.state[a].get("momentum_buffer") is None) == (reference.state[b].get("momentum_buffer") is None)
+        if "momentum" in options:
+            assert torch.equal(optimizer.state[a]["momentum_buffer"], reference.state[b]["momentum_buffer"])
+    torch.optim.SGD(theirs, lr=0.1, **options).load_state_dict(optimizer.state_dict())
