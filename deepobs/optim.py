@@ -67,9 +67,10 @@ class SGD(torch.optim.SGD):
     mnist_vae's training step x1.01 [1.00, 1.02] on the AMD machine (docs/benchmarks.md).
 
     A fused step calls the kernel directly, one call per group, instead of through torch.optim.SGD.step's
-    bookkeeping (lists rebuilt, tensors grouped by device and dtype, state written back): 65 -> 16 us a step for
-    the 2-D functions' two scalars, 0.88 -> 0.58 ms for the MLP's (AMD EPYC, AVX2; docs/benchmarks.md). The
-    same kernel with the same arguments, so the same bits; step hooks run as for any optimizer."""
+    bookkeeping (lists rebuilt, tensors grouped by device and dtype, state written back): 77 -> 55 us a step for
+    the 2-D functions' two scalars, 947 -> 889 us for the MLP's 1.3M parameters (AMD EPYC, AVX2, interleaved;
+    docs/benchmarks.md). The same kernel with the same arguments, so the same bits; step hooks run as for any
+    optimizer."""
 
     def step(self, closure=None):
         loss = None

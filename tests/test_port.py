@@ -601,7 +601,8 @@ def test_the_direct_fused_sgd_step_is_torchs_sgd_step(options, monkeypatch):
     assert len(calls) == 3
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
     for a, b in zip(ours, theirs):
-        assert (optimizer.state[a].get("momentum_buffer") is None) == (reference.state[b].get("momentum_buffer") is None)
+        ours_buffer, their_buffer = optimizer.state[a].get("momentum_buffer"), reference.state[b].get("momentum_buffer")
+        assert (ours_buffer is None) == (their_buffer is None)
         if "momentum" in options:
             assert torch.equal(optimizer.state[a]["momentum_buffer"], reference.state[b]["momentum_buffer"])
     torch.optim.SGD(theirs, lr=0.1, **options).load_state_dict(optimizer.state_dict())
