@@ -113,16 +113,19 @@ class Problem:
     def accuracy(self, outputs, targets) -> torch.Tensor | None:
         return None if self.family.accuracy is None else self.family.accuracy(outputs, targets)
 
-    def batch_loss_and_accuracy(self, model: nn.Module, batch, weight_decay: float | None = None):
+    def batch_loss_and_accuracy(self, model: nn.Module, batch, weight_decay: float | None = None,
+                                with_accuracy: bool = True):
         """The runner's contract for one data set batch: (objective, accuracy or None), the objective
         being mean loss + regularizer as the original's runner minimises and logs it. `weight_decay`
-        replaces the problem's L2 coefficient (the runner's --wd)."""
+        replaces the problem's L2 coefficient (the runner's --wd). A training step asks for no accuracy (None),
+        as the original's training op computes none."""
         inputs, targets = self.family.split_batch(batch)
         outputs = model(*inputs)
         data_loss = self.family.losses(outputs, targets).mean()
         coefficient = self.weight_decay if weight_decay is None else weight_decay
         regularizer = losses.l2_regularizer(model.l2_parameters(), coefficient)
-        return data_loss + regularizer, self.accuracy(outputs, targets)
+        objective = data_loss if isinstance(regularizer, float) and regularizer == 0.0 else data_loss + regularizer
+        return objective, self.accuracy(outputs, targets) if with_accuracy else None
 
 
 MNIST_SHAPE = (1, 28, 28)

@@ -198,7 +198,7 @@ def train_step(problem: Problem, model: torch.nn.Module, optimizer: torch.optim.
     """One optimizer step on `batch` (already on the model's device); returns the objective before the update."""
     def objective():
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = problem.batch_loss_and_accuracy(model, batch, weight_decay)
+        loss, _ = problem.batch_loss_and_accuracy(model, batch, weight_decay, with_accuracy=False)
         loss.backward()
         return loss
 

@@ -606,3 +606,31 @@ def test_the_direct_fused_sgd_step_is_torchs_sgd_step(options, monkeypatch):
         if "momentum" in options:
             assert torch.equal(optimizer.state[a]["momentum_buffer"], reference.state[b]["momentum_buffer"])
     torch.optim.SGD(theirs, lr=0.1, **options).load_state_dict(optimizer.state_dict())
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp", "cifar10_3c3d", "two_d_beale"])
+def test_a_training_objective_without_accuracy_is_the_same_objective(name, monkeypatch):
+    """The runner's training step asks for no accuracy (the original's training op computes none) and, with no L2
+    coefficient, computes no squares: the objective and its gradients keep their bits."""
+    from deepobs import losses
+    problem = PROBLEMS[name]
+    torch.manual_seed(0)
+    model = problem.model()
+    batch = tuple(torch.randn(4, 2) for _ in range(2)) if name.startswith("two_d") else (
+        example_inputs(problem, 4)[0].normal_(), torch.randint(0, problem.num_outputs, (4,)))
+
+    def objective_and_gradients(with_accuracy: bool):
+        model.zero_grad(set_to_none=True)
+        objective, accuracy = problem.batch_loss_and_accuracy(model, batch, None, with_accuracy=with_accuracy)
+        objective.backward()
+        return objective.detach(), accuracy, [p.grad.clone() for p in model.parameters()]
+
+    full, with_accuracy, full_grads = objective_and_gradients(True)
+    squares = []
+    real_pow = torch.Tensor.pow
+    monkeypatch.setattr(torch.Tensor, "pow", lambda self, *a: squares.append(1) or real_pow(self, *a))
+    lean, without_accuracy, lean_grads = objective_and_gradients(False)
+    assert without_accuracy is None and (with_accuracy is None) == name.startswith("two_d")
+    assert torch.equal(full, lean) and all(torch.equal(a, b) for a, b in zip(full_grads, lean_grads))
+    assert (len(squares) > 0) == (problem.weight_decay != 0.0)  # 3c3d's L2 is computed, the others' is not
+    assert losses.l2_regularizer(model.l2_parameters(), 0.0) == 0.0
