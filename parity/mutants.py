@@ -716,9 +716,17 @@ def _beale_gradient_two_terms(u, v):
     return 2 * r1 * (v - 1) + 2 * r2 * (v**2 - 1), 2 * r1 * u + 4 * r2 * u * v
 
 
+def _beale_gradient_factored(u, v):
+    """Beale's gradient as 2 * sum(r_i * dr_i), the same derivative in another spelling."""
+    r1, r2, r3 = 1.5 - u + u * v, 2.25 - u + u * v**2, 2.625 - u + u * v**3
+    du = 2 * (r1 * (v - 1) + r2 * (v**2 - 1) + r3 * (v**3 - 1))
+    dv = 2 * u * (r1 + 2 * r2 * v + 3 * r3 * v**2)
+    return du, dv
+
+
 def _branin_cos_v(u, v):
-    import math
-    a, b, c, r, s, t = 1.0, 5.1 / (4.0 * math.pi**2), 5 / math.pi, 6.0, 10.0, 1 / (8.0 * math.pi)
+    from deepobs.models.two_d import BRANIN
+    a, b, c, r, s, t = BRANIN.values()
     return a * (v - b * u**2 + c * u - r)**2 + s * (1 - t) * torch.cos(v) + s
 
 
@@ -809,6 +817,8 @@ def _equivalents() -> list[Mutant]:
             m, lambda self, x: F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))), SINGLE),
         Mutant("rosenbrock's squares as products", "two_d_rosenbrock", edit_model(_two_d_function(
             lambda u, v: (1 - u) * (1 - u) + 100 * (v - u * u) * (v - u * u))), ("forward",) + steps),
+        Mutant("beale's gradient formula factored", "two_d_beale", edit_model(_two_d_function(
+            gradient=_beale_gradient_factored)), ("gradients",) + steps, fast=True),
         Mutant("truncated normal init through nn.init.trunc_normal_ directly", C2, edit_constructor(after=lambda m: [
             nn.init.trunc_normal_(layer.weight, std=0.05, a=-0.1, b=0.1)
             for layer in (m.conv1[0], m.conv2[0], m.fc1[0], m.fc2)]), ("init",)),

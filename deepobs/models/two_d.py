@@ -31,14 +31,13 @@ def _cube(x):
     return x * x * x
 
 
-def _cos(x):
-    """cos on a tensor or, through torch's own kernel, on a NumPy scalar (NumPy's float32 cos differs in the last bit
-    for 1 in 5 values)."""
-    return torch.cos(x) if isinstance(x, torch.Tensor) else type(x)(torch.cos(torch.tensor(x)).item())
+def _through_torch(op):
+    """op on a tensor or, through torch's own kernel, on a NumPy scalar (NumPy's float32 cos differs from torch's in
+    the last bit for 1 in 5 values)."""
+    return lambda x: op(x) if isinstance(x, torch.Tensor) else type(x)(op(torch.tensor(x)).item())
 
 
-def _sin(x):
-    return torch.sin(x) if isinstance(x, torch.Tensor) else type(x)(torch.sin(torch.tensor(x)).item())
+_cos, _sin = _through_torch(torch.cos), _through_torch(torch.sin)
 
 
 def rosenbrock(u, v):
