@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from deepobs import mkl_paths  # noqa: E402
+
 from parity.frameworks import THREADS, load_tensorflow  # noqa: E402  (sets torch's intra-op threads)
 
 try:
@@ -113,7 +115,8 @@ def library_builds() -> dict:
     picked = [line.strip(" -") for line in config.splitlines()
               if any(word in line for word in ("Math Kernel Library", "MKL-DNN", "oneDNN", "OpenMP", "CPU capability"))]
     return {"torch": torch.__version__, "torch_build": picked, "mkldnn_enabled": torch.backends.mkldnn.is_available(),
-            "mkl_enabled": torch.backends.mkl.is_available(), "tensorflow": tf.__version__,
+            "mkl_enabled": torch.backends.mkl.is_available(), "mkl_paths": mkl_paths.status(),
+            "tensorflow": tf.__version__,
             "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
             "tf_onednn_build": tf_onednn_build()}
 

@@ -33,7 +33,8 @@ def conditions(run: dict) -> list[str]:
         "",
         f"- run {run['datetime']}; CPU flags: {' '.join(run['cpu']['flags'])}",
         f"- torch {libraries['torch']} ({'; '.join(libraries['torch_build'])}; mkldnn "
-        f"{'on' if libraries['mkldnn_enabled'] else 'off'}), tensorflow {libraries['tensorflow']} "
+        f"{'on' if libraries['mkldnn_enabled'] else 'off'}; MKL {libraries.get('mkl_paths', 'paths not recorded')}), "
+        f"tensorflow {libraries['tensorflow']} "
         f"({libraries.get('tf_onednn_build', 'oneDNN version not recorded')}; oneDNN opts: {libraries['tf_onednn']})",
         "- threads: " + ", ".join(f"{fw} intra {t['intra']} inter {t['inter']}" for fw, t in sorted(threads.items())),
     ]

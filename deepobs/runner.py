@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepobs import native, results
+from deepobs import mkl_paths, native, results
 from deepobs.datasets import DEFAULT_DATA_DIR, DataError, get_dataset
 from deepobs.optimizer_flags import import_optimizer, step_needs_closure
 from deepobs.problems import Problem, get_problem
@@ -364,6 +364,7 @@ def build_output(settings: RunSettings, history: History) -> dict:
             "compiled": settings.compile,
             "keep_freed_memory": settings.keep_freed_memory,
             "native_kernels": native.status() if settings.native_kernels else "off",
+            "mkl": mkl_paths.status(),
         },
     }
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepobs import native
+from deepobs import mkl_paths, native
 from deepobs.layers import Conv2dSame, ConvReLU, Dense, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
@@ -381,6 +381,7 @@ def every_product_on_onednn(monkeypatch):
     """The dense layer's oneDNN path for products of any size (below the thresholds it runs F.linear)."""
     monkeypatch.setattr(native, "MIN_INNER_PRODUCT_INPUTS", 0)
     monkeypatch.setattr(native, "MIN_INNER_PRODUCT_MACS", 0)
+    monkeypatch.setattr(native, "DENSE_ON_ONEDNN", True)  # whatever this machine's MKL branch
 
 
 def dense_and_grads(layer, x: torch.Tensor, grad_out: torch.Tensor, use_native: bool):
@@ -521,10 +522,18 @@ def test_the_compiled_inference_graph_runs_the_frozen_product_when_it_runs():
     (128, 3136, 1024, True), (64, 12544, 784, True), (16, 25088, 4096, True),  # 2c2d, VAE, VGG: long reductions
     (128, 784, 1000, False), (128, 1000, 500, False),  # the MLP's: short reductions
     (64, 3136, 8, False), (128, 4096, 10, False)])  # small products
-def test_dense_products_run_on_onednn_only_where_that_measured_faster(batch, inputs, outputs, on_onednn):
+def test_dense_products_run_on_onednn_only_where_that_measured_faster(monkeypatch, batch, inputs, outputs,
+                                                                     on_onednn):
     x, weight = torch.empty(batch, inputs), torch.empty(outputs, inputs)
     with native.enabled(True):
+        monkeypatch.setattr(native, "DENSE_ON_ONEDNN", True)  # MKL on its generic path, or an Intel CPU
         assert native.linear_applies(x, weight) == on_onednn
+        monkeypatch.setattr(native, "DENSE_ON_ONEDNN", False)  # MKL's own branch answered on a non-Intel CPU
+        assert not native.linear_applies(x, weight)
+
+
+def test_the_dense_rule_follows_the_mkl_branch_this_process_runs():
+    assert native.DENSE_ON_ONEDNN is (torch.backends.mkldnn.is_available() and not mkl_paths.answered())
 
 
 def test_a_dense_layer_below_the_thresholds_is_f_linear_bit_for_bit():

@@ -17,6 +17,7 @@
   inner product, the primitive TF's dense layers run. Inside a `FrozenWeights` block (the runner's evaluation
   pass) each weight is reordered to oneDNN's layout once and reused, also from a compiled graph (an opaque
   op): the same bits, VGG's first dense layer 29.8 -> 19.5 ms a product, the VAE's output layer 8.0 -> 6.4.
+  Not where MKL runs its instruction-set branch on a non-Intel CPU (deepobs/mkl_paths.py): faster there.
 - `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
   counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
   one serial mt19937 stream (9.5 ns a number). Same rule (keep `1 / (1 - p)` where u >= p); the draws are
@@ -35,27 +36,21 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from deepobs import mkl_paths
+from deepobs.cbuild import NativeBuildError, build_library
+
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("max_pool.c", "dropout.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
 LANES, MAX_CHANNELS = 16, 2048  # as in max_pool.c
 _enabled = os.environ.get("DEEPOBS_NATIVE", "1") != "0"
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the call
-
-
-class NativeBuildError(RuntimeError):
-    """The C compiler is missing or failed; the message is one line."""
 
 
 @contextlib.contextmanager
@@ -85,34 +80,6 @@ def status() -> str:
     return "built"
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((line for line in cpuinfo if line.startswith("flags")), "")
-    except OSError:
-        return platform.processor()
-
-
-def _build(cache: Path, compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    texts = [source.read_text() for source in SOURCES]
-    key = hashlib.sha256("\0".join([*texts, compiler, version, *FLAGS, _cpu_flags()]).encode())
-    target = cache / f"native-{key.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as scratch:  # built aside, renamed into place: atomic
-        built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(built), *map(str, SOURCES)], capture_output=True,
-                                text=True, timeout=300)
-        if result.returncode != 0:
-            first = (result.stderr.strip().splitlines() or ["no output"])[0]
-            names = ", ".join(source.name for source in SOURCES)
-            raise NativeBuildError(f"{compiler} failed on {names}: {first}")
-        os.replace(built, target)
-    return target
-
-
 @functools.cache
 def _load() -> ctypes.CDLL | NativeBuildError:
     """The built library, or why there is none (kept: a failed build is not retried in this process)."""
@@ -130,15 +97,10 @@ def _library() -> ctypes.CDLL:
 
 
 def _build_and_load() -> ctypes.CDLL:
-    if platform.system() != "Linux":
-        raise NativeBuildError(f"built on Linux only, not {platform.system()}")
-    compiler = os.environ.get("CC", "cc")
-    if shutil.which(compiler) is None:
-        raise NativeBuildError(f"no C compiler ({compiler!r} not found; set CC)")
-    cache = Path(os.environ.get("DEEPOBS_NATIVE_CACHE", Path.home() / ".cache" / "deepobs-torch"))
+    path = build_library(SOURCES, FLAGS, "native")
     try:
-        library = ctypes.CDLL(str(_build(cache, compiler)))
-    except (OSError, subprocess.SubprocessError) as error:
+        library = ctypes.CDLL(str(path))
+    except OSError as error:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
     for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask,
                      library.act_dropout_forward, library.act_dropout_backward):
@@ -366,14 +328,19 @@ def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: 
 # costs 20-40 us more than MKL's (0.15 against 0.10 ms for the MLP's 500 -> 100 layer).
 MIN_INNER_PRODUCT_INPUTS = 2048
 MIN_INNER_PRODUCT_MACS = 32 << 20  # rows x inputs x outputs
+# That rule was measured with MKL on its generic path (the AMD EPYC AVX-512 kind) and on Intel. Where this
+# process answered MKL's vendor check (deepobs/mkl_paths.py: MKL's AVX2 branch on an AMD Zen 2) MKL was faster
+# for every dense product: steps with the dense layers on F.linear, mnist_vae train x1.11 [1.09, 1.13], eval
+# x1.09 [1.08, 1.10], mnist_2c2d train x1.07 [1.04, 1.08], eval x0.97 [0.92, 1.02]; there they stay on MKL.
+DENSE_ON_ONEDNN = _HAS_ONEDNN and not mkl_paths.answered()
 
 
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Should x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on, a
-    product as large as the thresholds above? Under torch.compile only without gradients (an opaque op in the
+    """Should x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on, this
+    machine's MKL branch not the faster one (DENSE_ON_ONEDNN), a product as large as the thresholds above? Under torch.compile only without gradients (an opaque op in the
     graph, `_frozen_inner_product`): inductor lowers oneDNN's op only with the weight frozen into the graph as a
     constant, and the op has no autograd formula."""
-    return (_enabled and _HAS_ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32
+    return (_enabled and DENSE_ON_ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() == 2 and weight.is_contiguous()
             and weight.shape[1] >= MIN_INNER_PRODUCT_INPUTS and x.shape[0] * weight.numel() >= MIN_INNER_PRODUCT_MACS
             and not (torch.compiler.is_compiling() and torch.is_grad_enabled()))
