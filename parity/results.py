@@ -201,7 +201,10 @@ def compare(item: str, port_value, reference_value, tolerance: float, note: str 
     passed = max_rel <= tolerance
     if not passed and explained_error is not None:
         error = np.abs(np.subtract(port, reference, dtype=np.float64))
-        passed = bool(np.all(error <= tolerance * scale + np.asarray(explained_error())))
-        if passed:
-            note = (note + "; " if note else "") + "error within the propagated gradient difference"
+        allowance = np.broadcast_to(tolerance * scale + np.asarray(explained_error(), dtype=np.float64), error.shape)
+        passed = bool(np.all(error <= allowance))
+        if passed:  # how much of the allowance the worst element uses: the margin a max_rel alone hides
+            used = float(np.max(np.divide(error, allowance, out=np.zeros_like(error), where=allowance > 0)))
+            note = ((note + "; " if note else "")
+                    + f"error within the propagated gradient difference (up to {used:.0%} of the allowance)")
     return Comparison(item, max_abs, max_rel, tolerance, passed, note)

@@ -9,7 +9,7 @@ from torch import nn
 from parity.audit import audit_problem
 from parity.frameworks import load_tensorflow
 from parity.port import deepobs_port
-from parity.results import Comparison
+from parity.results import Comparison, compare
 from parity.roundoff import (ENVELOPE_FACTOR, EnvelopeJudge, cut_masks, cut_port_gradients, cut_reference_gradients,
                              flip_masks, max_pool_gaps, sign_masks)
 
@@ -113,3 +113,15 @@ def test_deep_bn_nets_pass_float32_gradients_and_train_mode_through_cuts_and_env
                                                  checks=["gradients", "train_mode"])}
     assert results["gradients"].passed and results["train_mode"].passed
     assert any("cut in both frameworks" in note for note in results["gradients"].notes)
+
+
+def test_an_error_explained_by_the_gradient_difference_passes_with_its_share_of_the_allowance():
+    reference = np.array([1.0, 2.0, 4.0])
+    port = reference + np.array([0.0, 0.5, 0.1])  # max_rel 0.125, far beyond the tolerance
+    plain = compare("step1 w (update)", port, reference, 1e-6)
+    assert not plain.passed and not plain.note
+    explained = compare("step1 w (update)", port, reference, 1e-6, explained_error=lambda: np.array([0.0, 1.0, 1.0]))
+    assert explained.passed and explained.max_rel == plain.max_rel
+    assert explained.note == "error within the propagated gradient difference (up to 50% of the allowance)"
+    beyond = compare("step1 w (update)", port, reference, 1e-6, explained_error=lambda: np.array([0.0, 0.4, 1.0]))
+    assert not beyond.passed  # one element's error beyond what the gradient difference explains
