@@ -17,7 +17,7 @@
   inner product, the primitive TF's dense layers run. Inside a `FrozenWeights` block (the runner's evaluation
   pass) each weight is reordered to oneDNN's layout once and reused, also from a compiled graph (an opaque
   op): the same bits, VGG's first dense layer 29.8 -> 19.5 ms a product, the VAE's output layer 8.0 -> 6.4.
-  Not where MKL runs its instruction-set branch on a non-Intel CPU (deepobs/mkl_paths.py): faster there.
+  Not where MKL runs its AVX2 branch on a non-Intel CPU (deepobs/mkl_paths.py): MKL is faster there.
 - `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
   counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
   one serial mt19937 stream (9.5 ns a number). Same rule (keep `1 / (1 - p)` where u >= p); the draws are
@@ -329,17 +329,19 @@ def activation_dropout(x: torch.Tensor, kind: str, slope: float, p: float, key: 
 MIN_INNER_PRODUCT_INPUTS = 2048
 MIN_INNER_PRODUCT_MACS = 32 << 20  # rows x inputs x outputs
 # That rule was measured with MKL on its generic path (the AMD EPYC AVX-512 kind) and on Intel. Where this
-# process answered MKL's vendor check (deepobs/mkl_paths.py: MKL's AVX2 branch on an AMD Zen 2) MKL was faster
-# for every dense product: steps with the dense layers on F.linear, mnist_vae train x1.11 [1.09, 1.13], eval
-# x1.09 [1.08, 1.10], mnist_2c2d train x1.07 [1.04, 1.08], eval x0.97 [0.92, 1.02]; there they stay on MKL.
-DENSE_ON_ONEDNN = _HAS_ONEDNN and not mkl_paths.answered()
+# process answered MKL's vendor check and MKL runs its AVX2 branch (deepobs/mkl_paths.py; an AMD Zen 2) MKL was
+# faster for every dense product: steps with the dense layers on F.linear, mnist_vae train x1.11 [1.09, 1.13],
+# eval x1.09 [1.08, 1.10], mnist_2c2d train x1.07 [1.04, 1.08], eval x0.97 [0.92, 1.02]; there they stay on MKL.
+# Its AVX-512 branch on a non-Intel CPU has not been measured against oneDNN: the rule stands there (on Intel's
+# AVX-512 + AMX kind the VAE's evaluation step ran x0.96 [0.93, 0.99] with its dense layers on F.linear).
+DENSE_ON_ONEDNN = _HAS_ONEDNN and not (mkl_paths.answered() and mkl_paths.mkl_code_path() == "AVX2")
 
 
 def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Should x @ weight.T + bias run on oneDNN's inner product: float32 2-d input on the CPU, the switch on, this
-    machine's MKL branch not the faster one (DENSE_ON_ONEDNN), a product as large as the thresholds above? Under torch.compile only without gradients (an opaque op in the
-    graph, `_frozen_inner_product`): inductor lowers oneDNN's op only with the weight frozen into the graph as a
-    constant, and the op has no autograd formula."""
+    machine's MKL branch not the faster one (DENSE_ON_ONEDNN), a product as large as the thresholds above? Under
+    torch.compile only without gradients (an opaque op in the graph, `_frozen_inner_product`): inductor lowers
+    oneDNN's op only with the weight frozen into the graph as a constant, and the op has no autograd formula."""
     return (_enabled and DENSE_ON_ONEDNN and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() == 2 and weight.is_contiguous()
             and weight.shape[1] >= MIN_INNER_PRODUCT_INPUTS and x.shape[0] * weight.numel() >= MIN_INNER_PRODUCT_MACS
