@@ -49,7 +49,7 @@ PHASES = ("eval", "train")
 PORT, EAGER, REFERENCE = "port", "eager", "reference"
 TARGET_SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))  # timed seconds per column and row
 MIN_ROUNDS, MAX_ROUNDS = 5, 21  # five paired rounds are the fewest that give the median an interval
-DEEP_ROUNDS = 3  # a deep default-batch step takes tens of seconds here
+DEEP_ROUNDS = int(os.environ.get("BENCH_DEEP_ROUNDS", "3"))  # a deep default-batch step takes tens of seconds here
 MIN_ROUND_SECONDS = 0.02  # sub-20 ms steps repeat within a round
 # Below this, a round opens with an untimed call (benchmarks.stats.time_interleaved): the other framework's
 # threads spin ~6 ms after its call, 1% of a 0.6 s All-CNN-C evaluation (not seen there) and less above.
