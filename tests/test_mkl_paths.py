@@ -1,6 +1,7 @@
 """MKL's vendor check answered before torch loads (deepobs/mkl_paths.py): what each process gets, in fresh processes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ print(json.dumps({{"outcome": mkl_paths.apply(), "answered": mkl_paths.answered(
                   "error": float(error)}}))
 """
 ANSWERABLE = (mkl_paths.cpu_vendor() not in ("", "GenuineIntel") and sys.platform == "linux"
-              and os.uname().machine == "x86_64")
+              and os.uname().machine == "x86_64" and shutil.which(os.environ.get("CC", "cc")) is not None)
 
 
 def probe(first: str = "import deepobs", **environment) -> dict:
@@ -34,7 +35,7 @@ def probe(first: str = "import deepobs", **environment) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux only")
+@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux with a C compiler only")
 def test_importing_deepobs_first_puts_mkl_on_its_instruction_set_branch():
     answered = probe()
     assert answered["outcome"] == f"on ({mkl_paths.cpu_vendor()})" and answered["answered"]
@@ -46,14 +47,14 @@ def test_importing_deepobs_first_puts_mkl_on_its_instruction_set_branch():
     assert answered["error"] < 1e-5 and stock["error"] < 1e-5
 
 
-@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux only")
+@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux with a C compiler only")
 def test_torch_imported_first_is_too_late_and_says_so():
     late = probe("import torch")
     assert late["outcome"] == "too late (torch was imported before deepobs)" and not late["answered"]
     assert late["branch"] == probe(DEEPOBS_MKL_INTEL_PATHS="0")["branch"]
 
 
-@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux only")
+@pytest.mark.skipif(not ANSWERABLE, reason="MKL's vendor check is answered on non-Intel x86-64 Linux with a C compiler only")
 def test_without_a_compiler_mkl_keeps_its_own_choice_with_a_one_line_reason(tmp_path):
     missing = probe(CC="no-such-compiler", DEEPOBS_NATIVE_CACHE=str(tmp_path))
     assert missing["outcome"] == "unavailable (no C compiler ('no-such-compiler' not found; set CC))"
