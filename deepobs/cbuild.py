@@ -20,12 +20,18 @@ class NativeBuildError(RuntimeError):
     """The C compiler is missing or failed; the message is one line."""
 
 
-def cpu_flags() -> str:
+def cpuinfo_line(field: str) -> str | None:
+    """The first line of /proc/cpuinfo that starts with `field` ("" if none), or None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            return next((line for line in cpuinfo if line.startswith("flags")), "")
+            return next((line for line in cpuinfo if line.startswith(field)), "")
     except OSError:
-        return platform.processor()
+        return None
+
+
+def cpu_flags() -> str:
+    flags = cpuinfo_line("flags")
+    return platform.processor() if flags is None else flags
 
 
 def build_library(sources: Sequence[Path], flags: Sequence[str], stem: str) -> Path:

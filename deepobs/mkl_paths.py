@@ -26,7 +26,7 @@ import platform
 import sys
 from pathlib import Path
 
-from deepobs.cbuild import NativeBuildError, build_library
+from deepobs.cbuild import NativeBuildError, build_library, cpuinfo_line
 
 SOURCE = Path(__file__).with_name("native") / "mkl_vendor.c"
 FLAGS = ("-O2", "-shared", "-fPIC")
@@ -36,12 +36,7 @@ _outcome: str | None = None
 
 
 def cpu_vendor() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            line = next((line for line in cpuinfo if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
-    return line.partition(":")[2].strip()
+    return (cpuinfo_line("vendor_id") or "").partition(":")[2].strip()
 
 
 def apply() -> str:
