@@ -56,7 +56,8 @@ TOLERANCES: dict[tuple[str, str], float] = {
 # - gradients: every batch puts a few pre-activations on opposite sides of a ReLU kink in the two
 #   frameworks (W404 4-6 elements of ~2e7, I3 585 counting every tap) and max-pool windows hold
 #   near-ties; one such element moves a whole kernel's gradient by up to 2.6e-2. The gradient is cut at
-#   those elements (and at those within 2x the tap's measured difference of 0) in both frameworks:
+#   those elements (and at those within 2x the tap's measured difference of 0, not exactly 0 in both) in
+#   both frameworks, at most 5e-3 of the tapped elements (measured: I3 6.3e-4, W404 3.1e-5):
 #   W404 then 1.2e-5 (within 1e-4); I3 271 of 292 tensors need the envelope (up to 3.1e-3, RMS ratio <= 2.6).
 
 
