@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from deepobs import mkl_paths  # noqa: E402
 
-from parity.frameworks import THREADS, load_tensorflow  # noqa: E402  (sets torch's intra-op threads)
+from parity.frameworks import THREADS, load_tensorflow, tf_onednn_ops  # noqa: E402  (sets torch's intra-op threads)
 
 try:
     torch.set_num_interop_threads(THREADS)
@@ -117,7 +117,7 @@ def library_builds() -> dict:
     return {"torch": torch.__version__, "torch_build": picked, "mkldnn_enabled": torch.backends.mkldnn.is_available(),
             "mkl_enabled": torch.backends.mkl.is_available(), "mkl_paths": mkl_paths.status(),
             "tensorflow": tf.__version__,
-            "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 Linux)"),
+            "tf_onednn": tf_onednn_ops(),
             "tf_onednn_build": tf_onednn_build()}
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from parity.frameworks import THREADS, TORCH_DTYPES
+from parity.frameworks import THREADS, TORCH_DTYPES, tf_onednn_ops
 from parity.port import Port, load_port, resolve
 from parity.porting import WeightMapError, check_coverage
 from parity.results import CheckResult, mark_equivalent
@@ -444,4 +444,5 @@ def environment() -> dict:
     import torch
 
     return {"torch": torch.__version__, "tensorflow": version("tensorflow-cpu"), "numpy": np.__version__,
-            "python": platform.python_version(), "threads": THREADS, "audit_batch_size": AUDIT_BATCH_SIZE}
+            "tf_onednn_ops": tf_onednn_ops(), "python": platform.python_version(), "threads": THREADS,
+            "audit_batch_size": AUDIT_BATCH_SIZE}

@@ -28,6 +28,23 @@ def load_tensorflow(inter_op_threads: int = THREADS):
     return tf
 
 
+def tf_onednn_ops() -> str:
+    """Whether TF runs its convolutions, pools and products as oneDNN primitives ("on") or as Eigen's kernels
+    ("off"; Eigen's contractions still call oneDNN's sgemm as their block kernel), and why. Unless
+    TF_ENABLE_ONEDNN_OPTS says otherwise, TF decides per CPU: since 2.9 it turns them on for CPUs with
+    "neural-network-focused hardware features such as AVX512_VNNI, AVX512_BF16, AMX" (its release notes), off
+    elsewhere: off on the AMD EPYC Zen 2 kind (AVX2 only), on on the AVX-512 kinds."""
+    load_tensorflow()
+    from tf_reference._tf import onednn_ops_enabled
+
+    on = onednn_ops_enabled()
+    if on is None:
+        return "unknown (this TensorFlow does not say)"
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    why = f"TF_ENABLE_ONEDNN_OPTS={setting}" if setting is not None else "TF's default for this CPU"
+    return f"{'on' if on else 'off'} ({why})"
+
+
 def require_tensorflow() -> None:
     """Fail early, in one line, where the reference cannot be imported (checked without importing it)."""
     import importlib.util

@@ -115,3 +115,15 @@ def test_assign_copies_the_value_into_the_variable_and_keeps_no_tie_to_it(path, 
     variable.assign_add(tf.ones_like(variable))  # an in-place update (an optimizer step) must not reach the value
     np.testing.assert_array_equal(variable.numpy(), original.astype(variable_dtype) + 1)
     np.testing.assert_array_equal(value, original)
+
+
+@pytest.mark.parametrize("setting, expected", [("0", "off (TF_ENABLE_ONEDNN_OPTS=0)"),
+                                               ("1", "on (TF_ENABLE_ONEDNN_OPTS=1)")])
+def test_the_recorded_onednn_setting_is_what_tensorflow_runs(setting, expected):
+    # TF reads the switch once, at its first op: a fresh process per setting. Without it TF decides by the CPU
+    # (off on AVX2-only CPUs): benchmark tables and audit reports record its answer, not an assumption.
+    statement = "from parity.frameworks import tf_onednn_ops; print(tf_onednn_ops())"
+    completed = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, timeout=300,
+                               cwd=ROOT, env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == expected

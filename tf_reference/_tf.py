@@ -49,4 +49,16 @@ except ImportError as error:
         "TensorFlow is not installed; the reference needs the 'tf' extra: pip install -e '.[tf]'"
     ) from error
 
-__all__ = ["tf"]
+
+
+def onednn_ops_enabled() -> bool | None:
+    """TF's own answer to whether it runs its convolutions, pools and products as oneDNN primitives (else as
+    Eigen's kernels); None where this TF does not expose it (a private module)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+__all__ = ["tf", "onednn_ops_enabled"]
