@@ -2,6 +2,7 @@
 the layer's own rule, and the paths that fall back to torch's own kernels."""
 from __future__ import annotations
 
+import platform
 import stat
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepobs import mkl_paths, native
+from deepobs import cbuild, mkl_paths, native
 from deepobs.layers import Conv2dSame, ConvReLU, Dense, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
@@ -654,3 +655,39 @@ def test_hooked_or_replaced_pairs_and_double_backward_run_the_layers(monkeypatch
         (grad,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
         return torch.autograd.grad(grad.sum(), x)[0]
     assert torch.equal(second(True), second(False))
+
+
+# x86-64 micro-architecture levels: the CPU flags each needs (GCC's -march=x86-64-v3/-v4), and the vector width
+# the kernels take there: 4 floats (SSE2, x86-64), 8 (AVX2, v3), 16 (AVX-512, v4).
+MARCH_LEVELS = {"x86-64": (), "x86-64-v3": ("avx2", "fma", "bmi2", "f16c", "movbe"),
+                "x86-64-v4": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")}
+
+
+def _kernel_outputs() -> list[torch.Tensor]:
+    """Every kernel's output on fixed inputs: Philox words, a mask, the fused activation + dropout both ways,
+    a max pool with ReLU both ways (ties, -0.0 and NaN; channels of several vector widths)."""
+    x = inputs("ties, -0.0 and NaN", (3, 7, 9, 48)).permute(0, 3, 1, 2)  # NHWC memory, 48 channels
+    pooled = native.max_pool(x.requires_grad_(), (3, 3), (2, 2), (1, 1), (4, 5), relu=True)
+    pool_grad, = torch.autograd.grad(pooled, x, torch.arange(pooled.numel()).float().view_as(pooled))
+    values = torch.randn(10_007, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    activated = native.activation_dropout(values, "leaky_relu", 0.2, 0.3, key=11)
+    activation_grad, = torch.autograd.grad(activated, values, torch.ones_like(activated))
+    return [native.philox_bits(1_003, key=5), native.dropout_mask(values.detach(), 0.4, 1 / 0.6, key=9),
+            activated.detach(), activation_grad, pooled.detach(), pool_grad]
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+@pytest.mark.parametrize("march", list(MARCH_LEVELS))
+def test_every_vector_width_gives_the_same_bits(march, monkeypatch):
+    # The kernels take the widest vectors the target has (GCC scalarises wider generic vectors: 16 lanes on an
+    # AVX2 CPU ran the pool 9x slower); the random stream and the values must not depend on that width.
+    flags = set((cbuild.cpu_flags() or "").split())
+    if platform.machine() != "x86_64" or not flags.issuperset(MARCH_LEVELS[march]):
+        pytest.skip(f"this CPU cannot run -march={march}")
+    expected = _kernel_outputs()
+    other = native._build_and_load(tuple(f"-march={march}" if flag == "-march=native" else flag
+                                         for flag in native.FLAGS))
+    monkeypatch.setattr(native, "_library", lambda: other)
+    for name, ours, theirs in zip(("words", "mask", "activation", "its gradient", "pool", "its gradient"),
+                                  expected, _kernel_outputs()):
+        assert same_bits(ours, theirs), f"{name} differs when built for -march={march}"

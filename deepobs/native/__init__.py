@@ -48,7 +48,8 @@ from deepobs.cbuild import NativeBuildError, build_library
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("max_pool.c", "dropout.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
-LANES, MAX_CHANNELS = 16, 2048  # as in max_pool.c
+# max_pool.c's limits: channels in whole vectors of any width it is built for (16, 8 or 4 floats), at most 2048.
+CHANNEL_MULTIPLE, MAX_CHANNELS = 16, 2048
 _enabled = os.environ.get("DEEPOBS_NATIVE", "1") != "0"
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile does not trace the call
 
@@ -96,8 +97,9 @@ def _library() -> ctypes.CDLL:
     return loaded
 
 
-def _build_and_load() -> ctypes.CDLL:
-    path = build_library(SOURCES, FLAGS, "native")
+def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
+    """The library built with `flags` (another -march in tests/test_native.py: other vector widths), loaded."""
+    path = build_library(SOURCES, flags, "native")
     try:
         library = ctypes.CDLL(str(path))
     except OSError as error:
@@ -115,12 +117,13 @@ def _warn_once(reason: str) -> None:
 
 
 def max_pool_applies(x: torch.Tensor) -> bool:
-    """Is `x` a training-step input the kernel takes (float32 NHWC on the CPU, lanes of channels, grad needed)?"""
+    """Is `x` a training-step input the kernel takes (float32 NHWC on the CPU, whole vectors of channels, grad
+    needed)?"""
     if not (_enabled and torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling()):
         return False
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
         return False
-    if x.shape[1] % LANES or x.shape[1] > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
+    if x.shape[1] % CHANNEL_MULTIPLE or x.shape[1] > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
         return False
     return _built()
 

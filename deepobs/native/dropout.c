@@ -14,14 +14,40 @@
 #include <stdint.h>
 #include <string.h>
 
+#define COUNTERS 16  /* a block's counters: part of the stream's definition above, whatever the vector width */
+#define BLOCK (4 * COUNTERS)
+/* Words per vector: the widest the target has (wider generic vectors are split by GCC, partly into scalar
+ * code: 16 lanes built for an AVX2 CPU; see max_pool.c). A block is computed as PIECES vectors per word. */
+#if defined(__AVX512F__)
 #define LANES 16
-#define BLOCK (4 * LANES)
+#elif defined(__AVX2__)
+#define LANES 8
+#include <immintrin.h>
+#else
+#define LANES 4
+#endif
+#define PIECES (COUNTERS / LANES)
 typedef uint32_t words __attribute__((vector_size(LANES * sizeof(uint32_t))));
 typedef uint64_t wide __attribute__((vector_size(LANES * sizeof(uint64_t))));
 typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
 
-/* One block: 4 x LANES words, word-major, for counters first .. first + LANES - 1. */
-static inline void philox_block(uint64_t first, uint64_t key, words out[4]) {
+/* The high and low words of a * m, lane by lane. On AVX2 with vpmuludq (32 x 32 -> 64 bits) by hand: GCC
+ * spells the generic 64-bit product by a constant as shifts and adds there, 6 ms for the VAE's 2.8M mask
+ * words instead of ~1. */
+static inline void multiply(words a, uint32_t m, words *hi, words *lo) {
+#if LANES == 8
+    __m256i factor = _mm256_set1_epi32((int)m), as = (__m256i)a;
+    __m256i even = _mm256_mul_epu32(as, factor), odd = _mm256_mul_epu32(_mm256_srli_epi64(as, 32), factor);
+    *lo = (words)_mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    *hi = (words)_mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+#else
+    wide product = __builtin_convertvector(a, wide) * m;
+    *hi = __builtin_convertvector(product >> 32, words), *lo = __builtin_convertvector(product, words);
+#endif
+}
+
+/* The 4 words of counters first .. first + LANES - 1, out[w] holding word w of each. */
+static inline void philox_lanes(uint64_t first, uint64_t key, words out[4]) {
     words c0, c1, c2 = {0}, c3 = {0};
     for (int lane = 0; lane < LANES; lane++) {
         uint64_t counter = first + (uint64_t)lane;
@@ -30,10 +56,9 @@ static inline void philox_block(uint64_t first, uint64_t key, words out[4]) {
     }
     uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     for (int round = 0; round < 10; round++) {
-        wide p0 = __builtin_convertvector(c0, wide) * 0xD2511F53u;
-        wide p1 = __builtin_convertvector(c2, wide) * 0xCD9E8D57u;
-        words hi0 = __builtin_convertvector(p0 >> 32, words), lo0 = __builtin_convertvector(p0, words);
-        words hi1 = __builtin_convertvector(p1 >> 32, words), lo1 = __builtin_convertvector(p1, words);
+        words hi0, lo0, hi1, lo1;
+        multiply(c0, 0xD2511F53u, &hi0, &lo0);
+        multiply(c2, 0xCD9E8D57u, &hi1, &lo1);
         c0 = hi1 ^ c1 ^ k0;
         c1 = lo1;
         c2 = hi0 ^ c3 ^ k1;
@@ -44,27 +69,37 @@ static inline void philox_block(uint64_t first, uint64_t key, words out[4]) {
     out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
 
+/* One block: 4 x COUNTERS words, word-major, for counters first .. first + COUNTERS - 1 (vector
+ * w * PIECES + piece holds word w of the piece's LANES counters). */
+static inline void philox_block(uint64_t first, uint64_t key, words block[4 * PIECES]) {
+    for (int piece = 0; piece < PIECES; piece++) {
+        words part[4];
+        philox_lanes(first + (uint64_t)(piece * LANES), key, part);
+        for (int word = 0; word < 4; word++) block[word * PIECES + piece] = part[word];
+    }
+}
+
 /* The raw words, element i as above (for tests against TF's Philox). */
 void philox_bits(uint32_t *restrict out, int64_t n, uint64_t key) {
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        words block[4];
-        philox_block((uint64_t)b * LANES, key, block);
+        words block[4 * PIECES];
+        philox_block((uint64_t)b * COUNTERS, key, block);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(out + start, block, (size_t)count * sizeof(uint32_t));
     }
 }
 
 /* The mask of block b (64 elements from b * 64), as dropout_mask writes it. */
-static inline void mask_block(int64_t b, uint64_t key, float p, float scale, floats kept[4]) {
+static inline void mask_block(int64_t b, uint64_t key, float p, float scale, floats kept[4 * PIECES]) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, sizeof scale_bits);
-    words block[4];
-    philox_block((uint64_t)b * LANES, key, block);
-    for (int word = 0; word < 4; word++) {
-        floats u = __builtin_convertvector(block[word] >> 8, floats) * 0x1p-24f;
-        kept[word] = (floats)((words)(u >= p) & scale_bits);
+    words block[4 * PIECES];
+    philox_block((uint64_t)b * COUNTERS, key, block);
+    for (int v = 0; v < 4 * PIECES; v++) {
+        floats u = __builtin_convertvector(block[v] >> 8, floats) * 0x1p-24f;
+        kept[v] = (floats)((words)(u >= p) & scale_bits);
     }
 }
 
@@ -73,7 +108,7 @@ void dropout_mask(float *restrict mask, int64_t n, uint64_t key, float p, float 
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        floats kept[4];
+        floats kept[4 * PIECES];
         mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(mask + start, kept, (size_t)count * sizeof(float));
@@ -94,14 +129,14 @@ void act_dropout_forward(const float *restrict x, float *restrict out, int64_t n
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        floats kept[4], values[4] = {{0}};
+        floats kept[4 * PIECES], values[4 * PIECES] = {{0}};
         mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(values, x + start, (size_t)count * sizeof(float));
-        for (int word = 0; word < 4; word++) {
-            floats v = values[word], zero = {0};
+        for (int at = 0; at < 4 * PIECES; at++) {
+            floats v = values[at], zero = {0};
             floats active = kind == 0 ? pick((words)(v > 0), v, v * slope) : pick((words)(v < 0), zero, v);
-            values[word] = active * kept[word];
+            values[at] = active * kept[at];
         }
         memcpy(out + start, values, (size_t)count * sizeof(float));
     }
@@ -112,14 +147,14 @@ void act_dropout_backward(const float *restrict grad, const float *restrict x, f
     int64_t blocks = (n + BLOCK - 1) / BLOCK;
     #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
-        floats kept[4], grads[4] = {{0}}, inputs[4] = {{0}};
+        floats kept[4 * PIECES], grads[4 * PIECES] = {{0}}, inputs[4 * PIECES] = {{0}};
         mask_block(b, key, p, scale, kept);
         int64_t start = b * BLOCK, count = n - start < BLOCK ? n - start : BLOCK;
         memcpy(grads, grad + start, (size_t)count * sizeof(float));
         memcpy(inputs, x + start, (size_t)count * sizeof(float));
-        for (int word = 0; word < 4; word++) {
-            floats g = grads[word] * kept[word], v = inputs[word], zero = {0};
-            grads[word] = kind == 0 ? pick((words)(v >= 0), g, g * slope) : pick((words)(v <= 0), zero, g);
+        for (int at = 0; at < 4 * PIECES; at++) {
+            floats g = grads[at] * kept[at], v = inputs[at], zero = {0};
+            grads[at] = kind == 0 ? pick((words)(v >= 0), g, g * slope) : pick((words)(v <= 0), zero, g);
         }
         memcpy(grad_in + start, grads, (size_t)count * sizeof(float));
     }

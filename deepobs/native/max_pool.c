@@ -7,14 +7,23 @@
  * its position in ascending output order, as aten's scatter adds them: bit-identical to max_pool2d + relu.
  *
  * A window's maximum is its first largest element in row-major order, a NaN taking over (aten's rule);
- * positions outside the input (the 'SAME' padding) never win. The caller guarantees c % LANES == 0,
+ * positions outside the input (the 'SAME' padding) never win. The caller guarantees c % 16 == 0,
  * c <= MAX_CHANNELS and contiguous NHWC buffers (deepobs/native/__init__.py).
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+/* Floats per vector: the widest the target has. Wider generic vectors are split by GCC, their compares into
+ * scalar ones: 16 lanes built for an AVX2 CPU ran the pool 9x slower than aten (docs/benchmarks.md). The
+ * caller's channel multiple (16) is a multiple of each. */
+#if defined(__AVX512F__)
 #define LANES 16
+#elif defined(__AVX2__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
 #define MAX_CHANNELS 2048
 typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t ints __attribute__((vector_size(LANES * sizeof(int32_t))));
