@@ -82,19 +82,71 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         top, bottom = tf_same_padding(height * sh, kh, sh)
         left, right = tf_same_padding(width * sw, kw, sw)
         if (sh, sw) == (1, 1):
-            # Stride 1: the correlation of the input, padded by kernel - 1 less the crop, with the flipped kernel
-            # (in and out swapped) is the cropped output itself, as TF's Conv2DBackpropInput computes it: 14x14
-            # instead of the full 17x17 then cropped, and oneDNN's forward convolution (docs/benchmarks.md).
-            # In channels_last: oneDNN's backward of this convolution is x1.36 faster in NHWC here.
-            x, padding = _padded(channels_last(x), kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-            kernel = self.weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
-            return F.conv2d(x, kernel, self.bias, padding=padding)
+            crop = (top, bottom, left, right)
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return _StrideOneTransposedConv.apply(x, self.weight, self.bias, crop)
+            return _stride_one_transposed_conv(x, self.weight, self.bias, crop)
         if (top, left) == (bottom, right):
             # A symmetric crop is conv_transpose2d's own padding: the 14x14 output directly, not 16x16 then a
             # copy of its middle (the VAE's k4 s2 7->14: the same bits, fwd + bwd 3.6 -> 1.9 ms, tests/test_port.py).
             return F.conv_transpose2d(x, self.weight, self.bias, self.stride, padding=(top, left))
         y = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         return y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
+
+
+def _stride_one_transposed_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                crop: tuple[int, int, int, int]) -> torch.Tensor:
+    """The stride-1 transposed conv cropped by (top, bottom, left, right): the correlation of the input, padded by
+    kernel - 1 less the crop, with the flipped kernel (in and out swapped) is the cropped output itself, as TF's
+    Conv2DBackpropInput computes it: 14x14 instead of the full 17x17 then cropped, and oneDNN's forward
+    convolution (docs/benchmarks.md). In channels_last: oneDNN's backward of this convolution is x1.36 faster in
+    NHWC here."""
+    (x, padding), kernel = _correlation_inputs(x, weight, crop), _flipped(weight)
+    return F.conv2d(x, kernel, bias, padding=padding)
+
+
+def _correlation_inputs(x: torch.Tensor, weight: torch.Tensor, crop) -> tuple[torch.Tensor, tuple[int, int]]:
+    (kh, kw), (top, bottom, left, right) = weight.shape[-2:], crop
+    return _padded(channels_last(x), kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+
+
+def _flipped(weight: torch.Tensor) -> torch.Tensor:
+    return weight.flip(2, 3).transpose(0, 1).contiguous(memory_format=torch.channels_last)
+
+
+class _StrideOneTransposedConv(torch.autograd.Function):
+    """`_stride_one_transposed_conv` with its input gradient as TF computes it: a forward convolution of the
+    output gradient with the kernel, 'SAME'-padded by the crop. Autograd's would run oneDNN's backward-data on
+    the 15x15 padded input and drop its excess row and column: the VAE's layer (64 x 64 x 14 x 14, k4) forward +
+    backward 35.6 -> 32.4 ms on the AMD EPYC AVX2 kind, the same bits there (tests/test_port.py compares them
+    with autograd's to float32 round-off). A create_graph backward runs autograd's own formulas."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, crop):
+        (padded_x, padding), kernel = _correlation_inputs(x, weight, crop), _flipped(weight)
+        ctx.save_for_backward(x, weight, bias, padded_x, kernel)
+        ctx.crop, ctx.padding = crop, padding
+        return F.conv2d(padded_x, kernel, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x, weight, bias, padded_x, kernel), crop = ctx.saved_tensors, ctx.crop
+        if torch.is_grad_enabled():  # create_graph=True: differentiable again, through the plain ops
+            inputs = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+            with torch.enable_grad():
+                out = _stride_one_transposed_conv(x, weight, bias, crop)
+            found = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+            return (*(next(found) if t is not None and t.requires_grad else None for t in (x, weight, bias)), None)
+        grad = channels_last(grad)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            padded_grad, padding = _padded(grad, *crop)
+            grad_x = F.conv2d(padded_grad, weight, padding=padding)
+        _, grad_kernel, grad_bias = torch.ops.aten.convolution_backward(
+            grad, padded_x, kernel, None if bias is None else list(bias.shape), [1, 1], list(ctx.padding), [1, 1],
+            False, [0, 0], 1, [False, ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]])
+        grad_weight = None if grad_kernel is None else grad_kernel.transpose(0, 1).flip(2, 3)
+        return grad_x, grad_weight, grad_bias, None
 
 
 class MaxPool2dSame(nn.Module):

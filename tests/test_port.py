@@ -185,6 +185,51 @@ def test_the_strided_transposed_conv_is_the_cropped_full_one(kernel, stride, siz
         assert torch.equal(value, old) if same_bits else relative_error(value, truth) < 1e-5
 
 
+# (kernel, height, width): the VAE's k4 on 14x14 (crop (1, 2)), odd kernels (symmetric crops), a non-square input.
+@pytest.mark.parametrize("kernel, height, width", [(4, 14, 14), (3, 7, 7), (5, 6, 9), (2, 5, 4)])
+def test_the_stride_one_transposed_conv_and_its_hand_written_gradients_are_the_cropped_full_one(kernel, height,
+                                                                                               width):
+    # Its input gradient is a forward convolution of the output gradient (as TF computes it), not autograd's.
+    torch.manual_seed(kernel * height * width)
+    layer = ConvTranspose2dSame(16, 8, kernel, 1).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 16, height, width).contiguous(memory_format=torch.channels_last)
+    ours = transposed_conv_and_grads(layer, layer, x)
+    twin = copy.deepcopy(layer).double()
+    exact = transposed_conv_and_grads(twin, lambda t: cropped_transposed_conv(twin, t), x.double())
+    assert ours[0].shape == (3, 8, height, width)
+    for name, value, truth in zip(("output", "input grad", "weight grad", "bias grad"), ours, exact):
+        assert relative_error(value, truth) < 1e-5, name
+
+
+def test_the_stride_one_transposed_conv_is_twice_differentiable_as_the_cropped_full_one():
+    torch.manual_seed(1)
+    layer = ConvTranspose2dSame(8, 8, 4, 1).double()
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64).requires_grad_()
+
+    def hessian_vector_products(forward):
+        out = forward(x)
+        grads = torch.autograd.grad(out.tanh().pow(2).sum(), (x, layer.weight), create_graph=True)
+        return torch.autograd.grad(sum((g * g.detach().sin()).sum() for g in grads), (x, layer.weight, layer.bias))
+    for ours, truth in zip(hessian_vector_products(layer), hessian_vector_products(
+            lambda t: cropped_transposed_conv(layer, t))):
+        assert relative_error(ours, truth) < 1e-10
+
+
+def test_a_planted_mirrored_padding_in_the_transposed_convs_input_gradient_is_caught(monkeypatch):
+    """The output gradient padded by the crop mirrored ((2, 1) for (1, 2)): a shifted input gradient."""
+    from deepobs import layers
+    real = layers._padded
+    monkeypatch.setattr(layers, "_padded", lambda x, top, bottom, left, right: real(x, bottom, top, right, left)
+                        if x.shape[1] == 8 else real(x, top, bottom, left, right))  # the gradient's 8 channels only
+    torch.manual_seed(0)
+    layer = ConvTranspose2dSame(16, 8, 4, 1).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 14, 14).contiguous(memory_format=torch.channels_last)
+    ours = transposed_conv_and_grads(layer, layer, x)
+    exact = transposed_conv_and_grads(layer, lambda t: cropped_transposed_conv(layer, t), x)
+    assert relative_error(ours[0], exact[0]) < 1e-5  # the forward untouched
+    assert relative_error(ours[1], exact[1]) > 1e-2
+
+
 def test_a_planted_dropped_crop_of_the_strided_transposed_conv_is_caught(monkeypatch):
     """conv_transpose2d without the crop as its padding (the full 16x16 for the VAE's 7->14): the comparison fails."""
     import torch.nn.functional as F
