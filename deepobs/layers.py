@@ -118,8 +118,9 @@ class _StrideOneTransposedConv(torch.autograd.Function):
     """`_stride_one_transposed_conv` with its input gradient as TF computes it: a forward convolution of the
     output gradient with the kernel, 'SAME'-padded by the crop. Autograd's would run oneDNN's backward-data on
     the 15x15 padded input and drop its excess row and column: the VAE's layer (64 x 64 x 14 x 14, k4) forward +
-    backward 35.6 -> 32.4 ms on the AMD EPYC AVX2 kind, the same bits there (tests/test_port.py compares them
-    with autograd's to float32 round-off). A create_graph backward runs autograd's own formulas."""
+    backward 35.6 -> 32.7 ms on the AMD EPYC AVX2 kind, the same bits there (tests/test_port.py compares them
+    with the float64 cropped full transposed conv to float32 round-off). A create_graph backward runs autograd's
+    own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, crop):

@@ -16,7 +16,8 @@ from parity.porting import WeightMapError, check_coverage
 from parity.results import CheckResult, mark_equivalent
 
 # TensorFlow (parity.checks, tf_reference) is imported only where a check runs, so a parallel
-# audit's parent process stays light and its workers import it side by side.
+# audit's parent process stays light and its workers import it side by side; the parent imports it
+# once the workers are done, for the report's environment line (which path TF ran: `tf_onednn_ops`).
 
 AUDIT_BATCH_SIZE = 2  # small: the audit compares semantics, not throughput; >1 for BN statistics
 AUDIT_BATCHES = 3  # the steps and carried_state take 3 consecutive ones; the gradients check, batch 0

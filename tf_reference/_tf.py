@@ -50,7 +50,6 @@ except ImportError as error:
     ) from error
 
 
-
 def onednn_ops_enabled() -> bool | None:
     """TF's own answer to whether it runs its convolutions, pools and products as oneDNN primitives (else as
     Eigen's kernels); None where this TF does not expose it (a private module)."""

@@ -123,7 +123,8 @@ def max_pool_applies(x: torch.Tensor) -> bool:
         return False
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4:
         return False
-    if x.shape[1] % CHANNEL_MULTIPLE or x.shape[1] > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
+    channels = x.shape[1]
+    if channels % CHANNEL_MULTIPLE or channels > MAX_CHANNELS or not x.is_contiguous(memory_format=torch.channels_last):
         return False
     return _built()
 
