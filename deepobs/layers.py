@@ -7,6 +7,7 @@ numbers TF computes from HWIO / [in, out].
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -50,7 +51,16 @@ def _padded(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> tu
     return (F.pad(x, explicit) if any(explicit) else x), implicit
 
 
-class Conv2dSame(nn.Conv2d):
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d through `conv2d` (a training pass's zero padding placed where this machine is faster)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            return super()._conv_forward(x, weight, bias)
+        return conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Conv2dSame(Conv2d):
     """nn.Conv2d with TF 'SAME' padding (asymmetric when the total padding is odd)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, bias: bool = True):
@@ -58,7 +68,7 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, padding = self.padded(x)
-        return F.conv2d(x, self.weight, self.bias, self.stride, padding)
+        return conv2d(x, self.weight, self.bias, self.stride, padding)
 
     def padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """x, with the 'SAME' padding added where it is asymmetric, and the padding left to the convolution."""
@@ -133,11 +143,8 @@ class _StrideOneTransposedConv(torch.autograd.Function):
     def backward(ctx, grad):
         (x, weight, bias, padded_x, kernel), crop = ctx.saved_tensors, ctx.crop
         if torch.is_grad_enabled():  # create_graph=True: differentiable again, through the plain ops
-            inputs = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
-            with torch.enable_grad():
-                out = _stride_one_transposed_conv(x, weight, bias, crop)
-            found = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
-            return (*(next(found) if t is not None and t.requires_grad else None for t in (x, weight, bias)), None)
+            plain = lambda *tensors: _stride_one_transposed_conv(*tensors, crop)  # noqa: E731
+            return (*_gradients_through(plain, (x, weight, bias), grad), None)
         grad = channels_last(grad)
         grad_x = None
         if ctx.needs_input_grad[0]:
@@ -148,6 +155,118 @@ class _StrideOneTransposedConv(torch.autograd.Function):
             False, [0, 0], 1, [False, ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]])
         grad_weight = None if grad_kernel is None else grad_kernel.transpose(0, 1).flip(2, 3)
         return grad_x, grad_weight, grad_bias, None
+
+
+def _gradients_through(plain, tensors: tuple, grad: torch.Tensor) -> tuple:
+    """A create_graph backward: the gradients of plain(*tensors) by autograd's own formulas, themselves
+    differentiable (None for a tensor that needs none)."""
+    inputs = [t for t in tensors if t is not None and t.requires_grad]
+    with torch.enable_grad():
+        out = plain(*tensors)
+    found = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+    return tuple(next(found) if t is not None and t.requires_grad else None for t in tensors)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
+           dilation=1, groups: int = 1) -> torch.Tensor:
+    """F.conv2d; in a training pass a stride-1 float32 convolution through `_PaddingPlacedConv`."""
+    padding = nn.modules.utils._pair(padding) if not isinstance(padding, str) else padding
+    if _places_padding(x, weight, stride, padding, dilation, groups):
+        return _PaddingPlacedConv.apply(x, weight, bias, padding, None)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _places_padding(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> bool:
+    pair = nn.modules.utils._pair
+    return (native.is_on() and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and (x.requires_grad or weight.requires_grad) and x.dtype == weight.dtype == torch.float32
+            and x.device.type == "cpu" and x.dim() == 4 and pair(stride) == (1, 1) and pair(dilation) == (1, 1)
+            and groups == 1 and not isinstance(padding, str)
+            and all(0 <= p < k for p, k in zip(padding, weight.shape[-2:])))
+
+
+PLACEMENT_TIMINGS = 3  # timed calls of each candidate, interleaved, after an untimed one
+_padding_copied: dict[tuple, bool] = {}  # (pass, geometry, layout, threads) -> a copy pads faster
+
+
+def padding_placements() -> dict[tuple, bool]:
+    """What this process measured: for each (pass, input shape, kernel shape, padding, channels_last, threads),
+    True where the padding is copied in, False where the convolution pads."""
+    return dict(_padding_copied)
+
+
+def _fastest(candidates) -> int:
+    """The index of the quickest callable: the least of PLACEMENT_TIMINGS timings, taken in turns after one
+    untimed call each (oneDNN creates its primitive then)."""
+    for candidate in candidates:
+        candidate()
+    seconds = [math.inf] * len(candidates)
+    for _ in range(PLACEMENT_TIMINGS):
+        for index, candidate in enumerate(candidates):
+            start = time.perf_counter()
+            candidate()
+            seconds[index] = min(seconds[index], time.perf_counter() - start)
+    return seconds.index(min(seconds))
+
+
+def _copy_wins(kind, x: torch.Tensor, weight: torch.Tensor, padding, by_convolution, by_copy) -> bool:
+    key = (kind, tuple(x.shape), tuple(weight.shape), tuple(padding),
+           x.is_contiguous(memory_format=torch.channels_last), torch.get_num_threads())
+    if key not in _padding_copied:
+        _padding_copied[key] = _fastest((by_convolution, by_copy)) == 1
+    return _padding_copied[key]
+
+
+def _zero_padded(x: torch.Tensor, padding) -> torch.Tensor:
+    (rows, columns) = padding
+    return F.pad(x, (columns, columns, rows, rows)) if rows or columns else x
+
+
+class _PaddingPlacedConv(torch.autograd.Function):
+    """A stride-1 convolution whose zero padding is either left to oneDNN or copied in first, whichever this
+    machine runs faster, chosen per geometry by timing both at its first call in the process (`_copy_wins`);
+    its input gradient likewise: oneDNN's backward-data, or the forward convolution of the output gradient,
+    zero-padded by kernel - 1 - padding, with the flipped kernel (in and out swapped). Both give the same
+    sums in the same order: the same bits on the AMD EPYC AVX2 kind, where torch's oneDNN (v3.12) pads a
+    5x5 kernel's input by 2 slower than a copy does (2c2d's second conv 18.2 -> 14.0 ms forward, 17.8 -> 14.1
+    ms input gradient; 3c3d's second, VALID, input gradient 18.1 -> 15.7 ms) and a 3x3's by 1 faster (WRN,
+    All-CNN-C: docs/benchmarks.md). `plan`, (copy in the forward, forward conv for the input gradient),
+    overrides the timing (tests). A create_graph backward runs autograd's own formulas."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding, plan):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.padding, ctx.plan = padding, plan
+        by_convolution = lambda: F.conv2d(x, weight, bias, padding=padding)  # noqa: E731
+        by_copy = lambda: F.conv2d(_zero_padded(x, padding), weight, bias)  # noqa: E731
+        if not any(padding):
+            return by_convolution()
+        copied = plan[0] if plan is not None else _copy_wins("forward", x, weight, padding, by_convolution, by_copy)
+        return by_copy() if copied else by_convolution()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x, weight, bias), padding = ctx.saved_tensors, ctx.padding
+        if torch.is_grad_enabled():  # create_graph=True: differentiable again, through the plain ops
+            plain = lambda *tensors: F.conv2d(*tensors, padding=padding)  # noqa: E731
+            return (*_gradients_through(plain, (x, weight, bias), grad), None, None)
+        grad = channels_last(grad) if x.is_contiguous(memory_format=torch.channels_last) else grad.contiguous()
+        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        bias_sizes = None if bias is None else list(bias.shape)
+
+        def gradients(mask):
+            return torch.ops.aten.convolution_backward(grad, x, weight, bias_sizes, [1, 1], list(padding), [1, 1],
+                                                       False, [0, 0], 1, mask)
+
+        def by_copy():  # the input gradient as a forward convolution, the others as before
+            flipped_padding = tuple(k - 1 - p for k, p in zip(weight.shape[-2:], padding))
+            grad_x = F.conv2d(_zero_padded(grad, flipped_padding), _flipped(weight))
+            return grad_x, *gradients([False, *wanted[1:]])[1:]
+
+        by_convolution = lambda: gradients(wanted)  # noqa: E731
+        copied = wanted[0] and (ctx.plan[1] if ctx.plan is not None else _copy_wins(
+            ("backward", *wanted), grad, weight, padding, by_convolution, by_copy))
+        return (*(by_copy() if copied else by_convolution()), None, None)
 
 
 class MaxPool2dSame(nn.Module):
@@ -189,7 +308,7 @@ class MaxPoolReLU(nn.Sequential):
         return super().forward(x)
 
 
-CONV_TYPES = (nn.Conv2d, Conv2dSame)  # the convolutions a fused block takes as they are
+CONV_TYPES = (nn.Conv2d, Conv2d, Conv2dSame)  # the convolutions a fused block takes as they are
 
 
 class ConvReLU(nn.Sequential):
@@ -207,7 +326,7 @@ class ConvReLU(nn.Sequential):
         weight, x, padding = _mirrored_conv_inputs(conv, x) if mirrored else _conv_inputs(conv, x)
         if native.conv_relu_applies(x, conv):
             return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
-        return torch.relu(F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
+        return torch.relu(conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))
 
 
 def _conv_inputs(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -244,7 +363,7 @@ def mirrored_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     mirror image of its input. A network of such convolutions, elementwise layers and a closing spatial mean
     (All-CNN-C) can run on the mirrored image end to end: the same sums in another order."""
     weight, x, padding = _mirrored_conv_inputs(conv, x)
-    return F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+    return conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
 def _symmetric_conv_padding(conv: nn.Conv2d, size: tuple[int, int]) -> list[int] | None:

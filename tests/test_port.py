@@ -241,6 +241,115 @@ def test_a_planted_dropped_crop_of_the_strided_transposed_conv_is_caught(monkeyp
     assert layer(x).shape != cropped_transposed_conv(layer, x).shape
 
 
+def conv_and_grads(forward, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> list[torch.Tensor]:
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    out = forward(*leaves)
+    out.backward(1.5 + torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape).cos())  # sums without cancelling
+    return [out.detach()] + [leaf.grad for leaf in leaves]
+
+
+# (in, out, kernel, padding, input size): 2c2d's second conv (k5, padded 2, where a copy pads faster on the AMD
+# EPYC AVX2 kind), 3c3d's VALID one (its input gradient padded by 2), a 'SAME' k3, a 1x1, Inception's 1x7.
+PLACED_PADDING_CASES = [(8, 16, (5, 5), (2, 2), (14, 14)), (16, 8, (3, 3), (0, 0), (9, 9)),
+                        (8, 8, (3, 3), (1, 1), (6, 7)), (8, 16, (1, 1), (0, 0), (5, 5)),
+                        (8, 8, (1, 7), (0, 3), (9, 9))]
+PLANS = [(False, False), (True, False), (False, True), (True, True)]  # (copy in the forward, for the input grad)
+
+
+@pytest.mark.parametrize("plan", PLANS)
+@pytest.mark.parametrize("case", PLACED_PADDING_CASES)
+def test_every_padding_placement_gives_the_convolution_and_its_gradients(case, plan):
+    from deepobs.layers import _PaddingPlacedConv
+    (cin, cout, kernel, padding, size), names = case, ("output", "input grad", "weight grad", "bias grad")
+    torch.manual_seed(cin * cout + sum(kernel))
+    x = torch.randn(3, cin, *size).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(cout, cin, *kernel).contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(cout)
+    placed = conv_and_grads(lambda *t: _PaddingPlacedConv.apply(*t, padding, plan), x, weight, bias)
+    exact = conv_and_grads(lambda *t: torch.nn.functional.conv2d(*t, padding=padding), x.double(), weight.double(),
+                           bias.double())
+    for name, value, truth in zip(names, placed, exact):
+        assert value.shape == truth.shape and relative_error(value, truth) < 1e-5, name
+
+
+def test_the_placed_padding_convolution_is_twice_differentiable_as_the_plain_one():
+    from deepobs.layers import _PaddingPlacedConv
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64).requires_grad_()
+    weight = torch.randn(6, 4, 5, 5, dtype=torch.float64).requires_grad_()
+    bias = torch.randn(6, dtype=torch.float64)
+
+    def hessian_vector_products(forward):
+        out = forward(x, weight, bias)
+        grads = torch.autograd.grad(out.tanh().pow(2).sum(), (x, weight), create_graph=True)
+        return torch.autograd.grad(sum((g * g.detach().sin()).sum() for g in grads), (x, weight))
+    plain = hessian_vector_products(lambda *t: torch.nn.functional.conv2d(*t, padding=(2, 2)))
+    for plan in PLANS:
+        placed = hessian_vector_products(lambda *t: _PaddingPlacedConv.apply(*t, (2, 2), plan))
+        for ours, truth in zip(placed, plain):
+            assert relative_error(ours, truth) < 1e-10
+
+
+@pytest.mark.parametrize("planted", [lambda weight: weight.flip(3).transpose(0, 1),  # one axis flipped
+                                     lambda weight: weight.flip(2, 3)])  # in and out not swapped
+def test_a_planted_slip_in_the_input_gradient_as_a_forward_convolution_is_caught(planted, monkeypatch):
+    """The kernel of the input gradient's forward convolution mirrored along one axis only, or not transposed
+    (square channels, so it runs): a wrong input gradient, the output and the other gradients untouched."""
+    import deepobs.layers as layers
+    from deepobs.layers import _PaddingPlacedConv
+    monkeypatch.setattr(layers, "_flipped", lambda w: planted(w).contiguous(memory_format=torch.channels_last))
+    torch.manual_seed(3)
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, 8, 3, 3).contiguous(memory_format=torch.channels_last), torch.randn(8)
+    placed = conv_and_grads(lambda *t: _PaddingPlacedConv.apply(*t, (0, 0), (False, True)), x, weight, bias)
+    exact = conv_and_grads(lambda *t: torch.nn.functional.conv2d(*t), x, weight, bias)
+    assert relative_error(placed[0], exact[0]) < 1e-5 and relative_error(placed[2], exact[2]) < 1e-5
+    assert relative_error(placed[1], exact[1]) > 1e-2
+
+
+def test_the_faster_padding_placement_is_measured_once_per_geometry(monkeypatch):
+    import time
+
+    import deepobs.layers as layers
+    monkeypatch.setattr(layers, "_padding_copied", {})
+    calls = {"slow": 0, "quick": 0}
+
+    def candidate(name, seconds):
+        def run():
+            calls[name] += 1
+            time.sleep(seconds)
+        return run
+    x, weight = torch.zeros(1, 2, 5, 5), torch.zeros(2, 2, 3, 3)
+    assert layers._copy_wins("forward", x, weight, (1, 1), candidate("slow", 0.005), candidate("quick", 0))
+    assert calls == {"slow": 1 + layers.PLACEMENT_TIMINGS, "quick": 1 + layers.PLACEMENT_TIMINGS}
+    assert layers._copy_wins("forward", x, weight, (1, 1), candidate("slow", 0), candidate("quick", 0.005))
+    assert calls["slow"] == 1 + layers.PLACEMENT_TIMINGS  # the geometry's choice kept, not measured again
+    assert not layers._copy_wins("forward", x, torch.zeros(2, 2, 5, 5), (2, 2), candidate("quick", 0),
+                                 candidate("slow", 0.005))
+    assert len(layers.padding_placements()) == 2
+
+
+def test_only_a_training_pass_s_stride_one_float32_convolution_places_its_padding(monkeypatch):
+    import deepobs.layers as layers
+    from deepobs import native
+    seen = []
+    real = layers._PaddingPlacedConv.apply
+    monkeypatch.setattr(layers._PaddingPlacedConv, "apply", lambda *args: seen.append(args[3]) or real(*args))
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    for layer in (Conv2dSame(4, 4, 5), layers.Conv2d(4, 4, 3), Conv2dSame(4, 4, 3, 2), layers.Conv2d(4, 4, 3, 2)):
+        layer.to(memory_format=torch.channels_last)
+        expected = layer.stride == (1, 1)
+        seen.clear()
+        layer(x).sum().backward()
+        assert seen == ([(2, 2)] if isinstance(layer, Conv2dSame) else [(0, 0)]) * expected
+        with torch.no_grad():
+            layer(x)
+        layer.double()(x.double()).sum().backward()
+        with native.enabled(False):
+            layer.float()(x).sum().backward()
+        assert len(seen) == expected
+
+
 # (conv, input size): All-CNN-C's stride-2 'SAME' conv on even sizes ((0, 1): mirrored, the convolution's own
 # padding), its stride-1 and valid convs, paddings the mirror cannot take uncopied ((1, 2) of a 4x4 kernel), and
 # plain convs with unread rows at the end.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, ConvReLU, Dropout, SequentialFusingDropout, channels_last, runs_mirrored,
+from deepobs.layers import (Conv2d, Conv2dSame, ConvReLU, Dropout, SequentialFusingDropout, channels_last, runs_mirrored,
                             tf1_glorot_normal_)
 
 # (out_channels, kernel, stride, tf_padding) of the nine convs; each is followed by a ReLU,
@@ -19,7 +19,7 @@ DROPOUT_BEFORE = {0: 0.2, 3: 0.5, 6: 0.5}  # conv index -> elementwise dropout r
 
 def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: str) -> nn.Conv2d:
     if padding == "valid":
-        return nn.Conv2d(in_channels, out_channels, kernel, stride)
+        return Conv2d(in_channels, out_channels, kernel, stride)
     return Conv2dSame(in_channels, out_channels, kernel, stride)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2dSame, Dense, FlattenNCHW, MaxPoolReLU, channels_last, tf1_glorot_normal_,
+from deepobs.layers import (Conv2d, Conv2dSame, Dense, FlattenNCHW, MaxPoolReLU, channels_last, tf1_glorot_normal_,
                             tf_glorot_uniform_)
 
 
@@ -13,9 +13,9 @@ class ThreeC3D(nn.Module):
         super().__init__()
         # The original's conv -> ReLU -> max pool, run as conv -> max pool -> ReLU (docs/problems.md: equal
         # values and gradients, ties included; the ReLU's two passes then touch a quarter of the elements).
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, 64, 5))  # VALID
+        self.conv1 = nn.Sequential(Conv2d(in_channels, 64, 5))  # VALID
         self.pool1 = MaxPoolReLU(3, 2)
-        self.conv2 = nn.Sequential(nn.Conv2d(64, 96, 3))  # VALID
+        self.conv2 = nn.Sequential(Conv2d(64, 96, 3))  # VALID
         self.pool2 = MaxPoolReLU(3, 2)
         self.conv3 = nn.Sequential(Conv2dSame(96, 128, 3))
         self.pool3 = MaxPoolReLU(3, 2)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobs import losses
-from deepobs.layers import Conv2dSame, Dense, ResizeBilinearTF1, channels_last, tf_bn_momentum, tf_glorot_uniform_
+from deepobs.layers import Conv2d, Conv2dSame, Dense, ResizeBilinearTF1, channels_last, tf_bn_momentum, tf_glorot_uniform_
 
 NUM_CLASSES = 1001  # 1000 ImageNet classes and a background class 0
 INPUT_SIZE = (299, 299)  # the data set yields 224x224 crops; the model resizes them
@@ -38,7 +38,7 @@ class ConvBN(nn.Module):
         if padding == "SAME":
             self.conv: nn.Conv2d = Conv2dSame(in_channels, out_channels, kernel_size, stride, bias=False)
         else:
-            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
+            self.conv = Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPSILON, momentum=tf_bn_momentum(TF_BN_MOMENTUM))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
