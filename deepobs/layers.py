@@ -186,6 +186,10 @@ def _places_padding(x: torch.Tensor, weight: torch.Tensor, stride, padding, dila
 
 
 PLACEMENT_TIMINGS = 3  # timed calls of each candidate, interleaved, after an untimed one
+# Measured only where the zeros add at least this share to the input's area (2c2d's 14x14 padded by 2: 65%,
+# Inception's 17x17 by 3 on one axis: 35%, its 35x35 by 2: 24%); below it the convolution pads, untimed (32x32
+# by 1: 13%; VGG's 224x224 by 1: 1.8%, where timing both took 20 s at batch 16).
+PADDING_SHARE_TO_MEASURE = 0.2
 _padding_copied: dict[tuple, bool] = {}  # (pass, geometry, layout, threads) -> a copy pads faster
 
 
@@ -213,7 +217,9 @@ def _copy_wins(kind, x: torch.Tensor, weight: torch.Tensor, padding, by_convolut
     key = (kind, tuple(x.shape), tuple(weight.shape), tuple(padding),
            x.is_contiguous(memory_format=torch.channels_last), torch.get_num_threads())
     if key not in _padding_copied:
-        _padding_copied[key] = _fastest((by_convolution, by_copy)) == 1
+        (height, width), (rows, columns) = x.shape[-2:], padding
+        share = (height + 2 * rows) * (width + 2 * columns) / (height * width) - 1
+        _padding_copied[key] = share >= PADDING_SHARE_TO_MEASURE and _fastest((by_convolution, by_copy)) == 1
     return _padding_copied[key]
 
 
@@ -228,10 +234,10 @@ class _PaddingPlacedConv(torch.autograd.Function):
     its input gradient likewise: oneDNN's backward-data, or the forward convolution of the output gradient,
     zero-padded by kernel - 1 - padding, with the flipped kernel (in and out swapped). Both give the same
     sums in the same order: the same bits on the AMD EPYC AVX2 kind, where torch's oneDNN (v3.12) pads a
-    5x5 kernel's input by 2 slower than a copy does (2c2d's second conv 18.2 -> 14.0 ms forward, 17.8 -> 14.1
-    ms input gradient; 3c3d's second, VALID, input gradient 18.1 -> 15.7 ms) and a 3x3's by 1 faster (WRN,
-    All-CNN-C: docs/benchmarks.md). `plan`, (copy in the forward, forward conv for the input gradient),
-    overrides the timing (tests). A create_graph backward runs autograd's own formulas."""
+    5x5 kernel's 14x14 input by 2 slower than a copy does (2c2d's second conv: forward 18.2 -> 14.0 ms, input
+    gradient 17.8 -> 14.1 ms; its training step x1.065-1.087) and a 3x3's by 1 faster (WRN, All-CNN-C; all
+    in docs/benchmarks.md). `plan`, (copy in the forward, forward conv for the input gradient), overrides the
+    timing (tests). A create_graph backward runs autograd's own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding, plan):
@@ -258,14 +264,15 @@ class _PaddingPlacedConv(torch.autograd.Function):
             return torch.ops.aten.convolution_backward(grad, x, weight, bias_sizes, [1, 1], list(padding), [1, 1],
                                                        False, [0, 0], 1, mask)
 
+        flipped_padding = tuple(k - 1 - p for k, p in zip(weight.shape[-2:], padding))
+
         def by_copy():  # the input gradient as a forward convolution, the others as before
-            flipped_padding = tuple(k - 1 - p for k, p in zip(weight.shape[-2:], padding))
             grad_x = F.conv2d(_zero_padded(grad, flipped_padding), _flipped(weight))
             return grad_x, *gradients([False, *wanted[1:]])[1:]
 
         by_convolution = lambda: gradients(wanted)  # noqa: E731
         copied = wanted[0] and (ctx.plan[1] if ctx.plan is not None else _copy_wins(
-            ("backward", *wanted), grad, weight, padding, by_convolution, by_copy))
+            ("backward", *wanted), grad, weight, flipped_padding, by_convolution, by_copy))
         return (*(by_copy() if copied else by_convolution()), None, None)
 
 

@@ -326,7 +326,9 @@ def test_the_faster_padding_placement_is_measured_once_per_geometry(monkeypatch)
     assert calls["slow"] == 1 + layers.PLACEMENT_TIMINGS  # the geometry's choice kept, not measured again
     assert not layers._copy_wins("forward", x, torch.zeros(2, 2, 5, 5), (2, 2), candidate("quick", 0),
                                  candidate("slow", 0.005))
-    assert len(layers.padding_placements()) == 2
+    assert not layers._copy_wins("forward", torch.zeros(1, 2, 64, 64), weight, (1, 1), candidate("slow", 0.005),
+                                 candidate("quick", 0))  # 6% more area: the convolution pads, untimed
+    assert calls["quick"] == 2 * (1 + layers.PLACEMENT_TIMINGS) and len(layers.padding_placements()) == 3
 
 
 def test_only_a_training_pass_s_stride_one_float32_convolution_places_its_padding(monkeypatch):
