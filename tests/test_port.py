@@ -307,6 +307,23 @@ def test_a_planted_slip_in_the_input_gradient_as_a_forward_convolution_is_caught
     assert relative_error(placed[1], exact[1]) > 1e-2
 
 
+def test_a_planted_slip_in_the_copied_forward_padding_is_caught(monkeypatch):
+    """The copied padding's rows and columns swapped (Inception's 1x7 pads (0, 3): the copy pads (3, 0)): the
+    forced copy plan no longer gives the convolution, while oneDNN's own padding still does."""
+    import deepobs.layers as layers
+    from deepobs.layers import _PaddingPlacedConv
+    real = layers._zero_padded
+    monkeypatch.setattr(layers, "_zero_padded", lambda t, padding: real(t, padding[::-1]))
+    torch.manual_seed(4)
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, 8, 1, 7).contiguous(memory_format=torch.channels_last), torch.randn(8)
+    exact = torch.nn.functional.conv2d(x, weight, bias, padding=(0, 3))
+    with torch.no_grad():
+        assert relative_error(_PaddingPlacedConv.apply(x, weight, bias, (0, 3), (False, False)), exact) < 1e-5
+        copied = _PaddingPlacedConv.apply(x, weight, bias, (0, 3), (True, False))
+    assert copied.shape != exact.shape or relative_error(copied, exact) > 1e-2
+
+
 def test_the_faster_padding_placement_is_measured_once_per_geometry(monkeypatch):
     import time
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepobs.layers import (Conv2d, Conv2dSame, ConvReLU, Dropout, SequentialFusingDropout, channels_last, runs_mirrored,
-                            tf1_glorot_normal_)
+from deepobs.layers import (Conv2d, Conv2dSame, ConvReLU, Dropout, SequentialFusingDropout, channels_last,
+                            runs_mirrored, tf1_glorot_normal_)
 
 # (out_channels, kernel, stride, tf_padding) of the nine convs; each is followed by a ReLU,
 # the last (the 1x1 conv to the class scores) included.

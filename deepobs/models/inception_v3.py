@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobs import losses
-from deepobs.layers import Conv2d, Conv2dSame, Dense, ResizeBilinearTF1, channels_last, tf_bn_momentum, tf_glorot_uniform_
+from deepobs.layers import (Conv2d, Conv2dSame, Dense, ResizeBilinearTF1, channels_last, tf_bn_momentum,
+                            tf_glorot_uniform_)
 
 NUM_CLASSES = 1001  # 1000 ImageNet classes and a background class 0
 INPUT_SIZE = (299, 299)  # the data set yields 224x224 crops; the model resizes them
