@@ -67,19 +67,23 @@ def _foreign_load(record: dict):
         record["foreign_cores"] = round(max(others, 0.0) / (time.perf_counter() - wall), 2)
 
 
-def cpu_description() -> dict:
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """The CPU model and the vector/matrix extensions that decide oneDNN's and inductor's kernels."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, fields = platform.processor() or platform.machine(), set(), {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
                 flags = set(value.split())
                 break
     except OSError:
         pass
+    model = fields.get("model name", model)
+    if "cpu family" in fields and "model" in fields:
+        # Two generations share a model name and vector flags' headline (Zen 4 and Zen 5: "AMD EPYC" with
+        # AVX-512 bf16/VNNI) and run oneDNN's kernels at different speeds, so the family keeps their tables apart.
+        model += f" (family {fields['cpu family']} model {fields['model']})"
     wanted = sorted(flag for flag in flags if flag.startswith(("avx", "amx")) or flag in ("fma", "f16c"))
     return {"model": model, "flags": wanted, "cores": os.cpu_count()}
 

@@ -71,7 +71,20 @@ def summary(results: list[dict]) -> list[str]:
     eager = geometric_mean([row["eager_ratio"][0] for row in results])
     return [f"{len(ratios)} rows; port/reference geometric mean {geometric_mean(list(ratios.values())):.2f} "
             f"(eager {eager:.2f}); min {min(ratios.values()):.2f}; below 1.0: "
-            + (", ".join(f"{name} {ratios[name]:.2f}" for name in below) or "none")]
+            + (", ".join(f"{name} {ratios[name]:.2f}" for name in below) or "none"), *noise_floor(results)]
+
+
+def noise_floor(results: list[dict]) -> list[str]:
+    """Where the runner does not compile, the port and eager columns time the same step (two builds of one
+    model): how far apart their ratios land is what one row's ratio can move by chance in this run."""
+    spreads = {f"{row['problem']} {row['phase']}": abs(row["port_ratio"][0] / row["eager_ratio"][0] - 1)
+               for row in results if not row["port_compiled"]}
+    if not spreads:
+        return []
+    widest = max(spreads, key=spreads.get)
+    middle = sorted(spreads.values())[len(spreads) // 2]
+    return [f"noise floor: on the {len(spreads)} rows where port and eager run the same step, their ratios "
+            f"differ by {100 * middle:.0f}% (median), at most {100 * spreads[widest]:.0f}% ({widest})"]
 
 
 def main(argv: list[str] | None = None) -> int:

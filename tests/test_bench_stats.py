@@ -127,6 +127,15 @@ def test_table_names_the_machine_and_every_row_below_one(tmp_path, capsys):
     assert "| cifar10_3c3d | eval | 128 | 2,000 | 1,500 | 1,000 | 2.00 [1.90, 2.10] | 1.50 [1.40, 1.60] | 12 | 24 |" in out
     assert "| - | - | 5x1 | 0.1-0.2 | 0.30 (contended) |" in out  # train: eager, no compile
     assert "geometric mean 1.00 (eager 0.87); min 0.50; below 1.0: cifar10_3c3d train 0.50" in out
+    assert "where port and eager run the same step, their ratios differ by 0% (median), at most 0%" in out
+
+
+def test_the_noise_floor_is_the_spread_of_identical_columns():
+    rows = [row("a", "train", 1.10, 1.00), row("b", "train", 0.90, 1.00), row("c", "train", 1.00, 1.00),
+            row("d", "eval", 2.00, 1.00)]  # d: compiled, its columns differ by design
+    assert table.noise_floor(rows) == ["noise floor: on the 3 rows where port and eager run the same step, "
+                                       "their ratios differ by 10% (median), at most 10% (a train)"]
+    assert table.noise_floor([row("d", "eval", 2.00, 1.00)]) == []
 
 
 def test_table_of_a_missing_file_is_one_line(tmp_path, capsys):
@@ -153,3 +162,26 @@ def test_the_epoch_benchmark_runs_both_problems_by_default_and_refuses_others():
     assert epoch.parse_arguments(["svhn_wrn164"]).problems == ["svhn_wrn164"]
     with pytest.raises(SystemExit):
         epoch.parse_arguments(["mnist_mlp"])
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 avx512_vnni
+processor\t: 1
+"""
+
+
+def test_two_generations_under_one_model_name_get_two_tables(tmp_path):
+    from benchmarks.conftest import cpu_description, machine_kind
+    kinds = []
+    for family, model in ((25, 17), (26, 2)):
+        path = tmp_path / f"cpuinfo{family}"
+        path.write_text(CPUINFO.format(family=family, model=model))
+        cpu = cpu_description(path)
+        assert cpu["flags"] == ["avx", "avx2", "avx512_bf16", "avx512_vnni", "avx512f", "fma"]
+        kinds.append(machine_kind(cpu))
+    assert kinds[0].startswith("AMD EPYC (family 25 model 17), avx512_bf16/avx512_vnni, ")
+    assert kinds[0] != kinds[1] and "family 26 model 2" in kinds[1]
