@@ -14,7 +14,8 @@ Three columns, timed interleaved round by round (benchmarks/stats.py) so the mac
 - reference: tf_reference in tf.function.
 The verdict per row is the median over rounds of the paired ratio port/reference with a bootstrap 95%
 interval. Stateful models (the character LSTM) carry their state from one call to the next, as in training.
-Warm-up is excluded (the first calls trace, compile and create optimizer slots); the port's compile time
+Warm-up is excluded (the first calls trace, compile and create optimizer slots; then untimed rounds until no
+call faults fresh memory in, benchmarks.stats.settle); the port's compile time
 and its break-even in steps against eager are recorded. The deep problems (VGG at 224x224, Inception v3,
 WRN-40-4) carry the `deep` marker: `tox -e bench` leaves them out, `tox -e bench-deep` runs them.
 
@@ -30,7 +31,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.stats import bootstrap_median, paired_ratios, plan, time_interleaved
+from benchmarks.stats import bootstrap_median, paired_ratios, plan, settle, time_interleaved
 from deepobs import native, runner
 from deepobs.optim import OPTIMIZERS
 from deepobs.problems import PROBLEMS
@@ -179,6 +180,7 @@ def test_throughput(bench_results, foreign_load, thread_settings, problem_name, 
              EAGER: torch_step(problem, phase, batch, compile=False),
              REFERENCE: tf_step(problem, phase, batch)}
     warm = {name: warm_seconds(step) for name, step in steps.items()}
+    settling = settle(steps)  # the shared heap grown to hold every column's step: no page faults timed
     rounds, iterations, lead_in = rounds_calls_lead_in(one_call_seconds(steps[EAGER]), problem_name in DEEP_PROBLEMS)
     record = {"problem": problem_name, "phase": phase, "batch_size": size, "dtype": DTYPE,
               "port_compiled": compiled, "rounds": rounds, "iterations": iterations, "lead_in": lead_in,
@@ -189,6 +191,7 @@ def test_throughput(bench_results, foreign_load, thread_settings, problem_name, 
     record.update(summarise(seconds, size))
     eager_s, port_s = (sorted(seconds[name])[rounds // 2] for name in (EAGER, PORT))
     record["port_warm_seconds"] = warm[PORT]
+    record["settle_faults"] = settling
     record["compile_seconds"] = max(warm[PORT] - 2 * eager_s, 0.0) if compiled else 0.0
     record["break_even_steps"] = break_even_steps(record["compile_seconds"], eager_s, port_s) if compiled else None
     bench_results.append(record)

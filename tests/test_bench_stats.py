@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import table
 from benchmarks.stats import (bootstrap_median, geometric_mean, interleaved_order, paired_ratios, plan,
-                              time_interleaved)
+                              settle, time_interleaved)
 
 
 def test_rounds_alternate_the_order_so_no_variant_always_goes_first():
@@ -185,3 +185,41 @@ def test_two_generations_under_one_model_name_get_two_tables(tmp_path):
         kinds.append(machine_kind(cpu))
     assert kinds[0].startswith("AMD EPYC (family 25 model 17), avx512_bf16/avx512_vnni, ")
     assert kinds[0] != kinds[1] and "family 26 model 2" in kinds[1]
+
+
+class FaultingSteps:
+    """Steps that fault in pages until each has been called `calls_to_settle` times, counted by a fake counter."""
+
+    def __init__(self, calls_to_settle: dict[str, int], pages: int = 100_000):
+        self.count, self.calls, self.calls_to_settle, self.pages = 0, {}, calls_to_settle, pages
+
+    def step(self, name):
+        def call():
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self.calls[name] <= self.calls_to_settle[name]:
+                self.count += self.pages
+        return call
+
+
+def test_settle_runs_rounds_until_no_call_faults_and_reports_each_round():
+    steps = FaultingSteps({"port": 1, "reference": 3})
+    history = settle({name: steps.step(name) for name in ("port", "reference")}, faults=lambda: steps.count)
+    assert history == [{"port": 100_000, "reference": 100_000}, {"port": 0, "reference": 100_000},
+                       {"port": 0, "reference": 100_000}, {"port": 0, "reference": 0}]
+
+
+def test_settle_stops_at_its_round_cap_and_counts_small_faults_as_settled():
+    steps = FaultingSteps({"port": 100}, pages=10)
+    assert len(settle({"port": steps.step("port")}, faults=lambda: steps.count)) == 1  # 10 pages: settled
+    steps = FaultingSteps({"port": 100})
+    assert len(settle({"port": steps.step("port")}, max_rounds=4, faults=lambda: steps.count)) == 4
+
+
+def touch_fresh_pages(size: int = 8 << 20) -> None:
+    import mmap
+    np.frombuffer(mmap.mmap(-1, size), dtype=np.uint8)[:] = 1  # an anonymous mapping: every page faults in
+
+
+def test_settle_counts_this_process_faults_by_default():
+    faulted = settle({"touch": touch_fresh_pages}, max_rounds=1)[0]["touch"]
+    assert faulted > 0  # 2,048 pages of 4 KiB; as few as 4 where transparent huge pages back the mapping
