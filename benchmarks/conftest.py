@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.table import cpu_description, machine_kind  # noqa: E402
 from deepobs import mkl_paths  # noqa: E402
 
 from parity.frameworks import THREADS, load_tensorflow, tf_onednn_ops  # noqa: E402  (sets torch's intra-op threads)
@@ -65,33 +65,6 @@ def _foreign_load(record: dict):
     if busy is not None:
         others = (_busy_cpu_seconds() - busy) - (time.process_time() - own)
         record["foreign_cores"] = round(max(others, 0.0) / (time.perf_counter() - wall), 2)
-
-
-def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """The CPU model and the vector/matrix extensions that decide oneDNN's and inductor's kernels."""
-    model, flags, fields = platform.processor() or platform.machine(), set(), {}
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    model = fields.get("model name", model)
-    if "cpu family" in fields and "model" in fields:
-        # Two generations share a model name and vector flags' headline (Zen 4 and Zen 5: "AMD EPYC" with
-        # AVX-512 bf16/VNNI) and run oneDNN's kernels at different speeds, so the family keeps their tables apart.
-        model += f" (family {fields['cpu family']} model {fields['model']})"
-    wanted = sorted(flag for flag in flags if flag.startswith(("avx", "amx")) or flag in ("fma", "f16c"))
-    return {"model": model, "flags": wanted, "cores": os.cpu_count()}
-
-
-def machine_kind(cpu: dict) -> str:
-    """The key of a machine's table in docs/benchmarks.md: CPU model, widest vector extensions, cores."""
-    widest = [flag for flag in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if flag in cpu["flags"]]
-    return f"{cpu['model']}, {'/'.join(widest[:2]) or 'no AVX2'}, {cpu['cores']} cores"
 
 
 TF_ONEDNN_PROBE = "import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 4, 4, 1]), tf.ones([1, 1, 1, 1]), 1, 'SAME')"

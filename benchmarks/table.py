@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -17,6 +19,33 @@ from benchmarks.stats import geometric_mean
 
 # Other processes' average busy cores above which a row is marked: its ratio measured the machine.
 CONTENDED_CORES = 0.25
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU model and the vector/matrix extensions that decide oneDNN's and inductor's kernels."""
+    model, flags, fields = platform.processor() or platform.machine(), set(), {}
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    model = fields.get("model name", model)
+    if "cpu family" in fields and "model" in fields:
+        # Two generations share a model name and vector flags' headline (Zen 4 and Zen 5: "AMD EPYC" with
+        # AVX-512 bf16/VNNI) and run oneDNN's kernels at different speeds, so the family keeps their tables apart.
+        model += f" (family {fields['cpu family']} model {fields['model']})"
+    wanted = sorted(flag for flag in flags if flag.startswith(("avx", "amx")) or flag in ("fma", "f16c"))
+    return {"model": model, "flags": wanted, "cores": os.cpu_count()}
+
+
+def machine_kind(cpu: dict) -> str:
+    """The key of a machine's table in docs/benchmarks.md: CPU model, widest vector extensions, cores."""
+    widest = [flag for flag in ("amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if flag in cpu["flags"]]
+    return f"{cpu['model']}, {'/'.join(widest[:2]) or 'no AVX2'}, {cpu['cores']} cores"
 
 
 def load(path: Path) -> dict:

@@ -175,14 +175,13 @@ processor\t: 1
 
 
 def test_two_generations_under_one_model_name_get_two_tables(tmp_path):
-    from benchmarks.conftest import cpu_description, machine_kind
     kinds = []
     for family, model in ((25, 17), (26, 2)):
         path = tmp_path / f"cpuinfo{family}"
         path.write_text(CPUINFO.format(family=family, model=model))
-        cpu = cpu_description(path)
+        cpu = table.cpu_description(path)
         assert cpu["flags"] == ["avx", "avx2", "avx512_bf16", "avx512_vnni", "avx512f", "fma"]
-        kinds.append(machine_kind(cpu))
+        kinds.append(table.machine_kind(cpu))
     assert kinds[0].startswith("AMD EPYC (family 25 model 17), avx512_bf16/avx512_vnni, ")
     assert kinds[0] != kinds[1] and "family 26 model 2" in kinds[1]
 
