@@ -15,8 +15,8 @@ Three columns, timed interleaved round by round (benchmarks/stats.py) so the mac
 The verdict per row is the median over rounds of the paired ratio port/reference with a bootstrap 95%
 interval. Stateful models (the character LSTM) carry their state from one call to the next, as in training.
 Warm-up is excluded (the first calls trace, compile and create optimizer slots; then untimed rounds until no
-call faults fresh memory in, benchmarks.stats.settle); the port's compile time
-and its break-even in steps against eager are recorded. The deep problems (VGG at 224x224, Inception v3,
+call faults fresh memory in, benchmarks.stats.settle); the port's compile time and its break-even in steps
+against eager are recorded. The deep problems (VGG at 224x224, Inception v3,
 WRN-40-4) carry the `deep` marker: `tox -e bench` leaves them out, `tox -e bench-deep` runs them.
 
 Run: tox -e bench (see docs/benchmarks.md), or

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 
 import numpy as np
 import pytest
@@ -215,7 +216,6 @@ def test_settle_stops_at_its_round_cap_and_counts_small_faults_as_settled():
 
 
 def touch_fresh_pages(size: int = 8 << 20) -> None:
-    import mmap
     np.frombuffer(mmap.mmap(-1, size), dtype=np.uint8)[:] = 1  # an anonymous mapping: every page faults in
 
 
