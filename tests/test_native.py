@@ -422,6 +422,18 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
         assert relative_error(mine, truth) <= max(4 * relative_error(theirs, truth), 1e-6)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES + [(16, 25088, 4096), (128, 2304, 384)])
+def test_the_forward_product_swapped_for_a_large_weight_is_the_plain_one_bit_for_bit(batch, inputs, outputs, bias):
+    """(weight @ x.T).T, taken where the weight has more rows than x, sums what x @ weight.T sums."""
+    torch.manual_seed(outputs)
+    x, weight = torch.randn(batch, inputs), torch.randn(outputs, inputs) / inputs**0.5
+    bias = torch.randn(outputs) if bias else None
+    product = native._forward_product(x, weight, bias)
+    assert product.is_contiguous() and product.shape == (batch, outputs)
+    assert same_bits(product, native._inner_product(x, weight, bias))
+
+
 @pytest.mark.usefixtures("every_product_on_onednn")
 def test_a_planted_transposed_input_gradient_in_the_dense_layer_is_caught(monkeypatch):
     """The input gradient from the weight's other orientation (a square layer: same shapes) fails the test."""
