@@ -7,7 +7,6 @@ numbers TF computes from HWIO / [in, out].
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
@@ -199,27 +198,13 @@ def padding_placements() -> dict[tuple, bool]:
     return dict(_padding_copied)
 
 
-def _fastest(candidates) -> int:
-    """The index of the quickest callable: the least of PLACEMENT_TIMINGS timings, taken in turns after one
-    untimed call each (oneDNN creates its primitive then)."""
-    for candidate in candidates:
-        candidate()
-    seconds = [math.inf] * len(candidates)
-    for _ in range(PLACEMENT_TIMINGS):
-        for index, candidate in enumerate(candidates):
-            start = time.perf_counter()
-            candidate()
-            seconds[index] = min(seconds[index], time.perf_counter() - start)
-    return seconds.index(min(seconds))
-
-
 def _copy_wins(kind, x: torch.Tensor, weight: torch.Tensor, padding, by_convolution, by_copy) -> bool:
     key = (kind, tuple(x.shape), tuple(weight.shape), tuple(padding),
            x.is_contiguous(memory_format=torch.channels_last), torch.get_num_threads())
     if key not in _padding_copied:
         (height, width), (rows, columns) = x.shape[-2:], padding
         share = (height + 2 * rows) * (width + 2 * columns) / (height * width) - 1
-        _padding_copied[key] = share >= PADDING_SHARE_TO_MEASURE and _fastest((by_convolution, by_copy)) == 1
+        _padding_copied[key] = share >= PADDING_SHARE_TO_MEASURE and native.fastest((by_convolution, by_copy), PLACEMENT_TIMINGS) == 1
     return _padding_copied[key]
 
 

@@ -424,14 +424,34 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES + [(16, 25088, 4096), (128, 2304, 384)])
-def test_the_forward_product_swapped_for_a_large_weight_is_the_plain_one_bit_for_bit(batch, inputs, outputs, bias):
-    """(weight @ x.T).T, taken where the weight has more rows than x, sums what x @ weight.T sums."""
+def test_the_swapped_forward_product_is_the_plain_one_bit_for_bit(batch, inputs, outputs, bias):
+    """(weight @ x.T).T sums what x @ weight.T sums, plain or on the frozen (reordered) weight, in the same
+    order: whichever spelling the timing picks, the bits do not change."""
     torch.manual_seed(outputs)
     x, weight = torch.randn(batch, inputs), torch.randn(outputs, inputs) / inputs**0.5
     bias = torch.randn(outputs) if bias else None
-    product = native._forward_product(x, weight, bias)
-    assert product.is_contiguous() and product.shape == (batch, outputs)
-    assert same_bits(product, native._inner_product(x, weight, bias))
+    swapped = native._swapped_product(x, weight, bias)
+    assert swapped.is_contiguous() and swapped.shape == (batch, outputs)
+    assert same_bits(swapped, native._inner_product(x, weight, bias))
+    with native.FrozenWeights() as frozen:
+        assert same_bits(swapped, native._inner_product(x, frozen.packed(weight, batch), bias))
+
+
+def test_the_forward_product_is_timed_once_per_shape_and_runs_the_faster_spelling(monkeypatch):
+    monkeypatch.setattr(native, "_product_swapped", {})
+    calls = []
+    monkeypatch.setattr(native, "fastest", lambda candidates, timings: calls.append(len(candidates)) or 1)
+    monkeypatch.setattr(native, "_swapped_product", lambda x, weight, bias: torch.full((x.shape[0], 3), 7.0))
+    x, weight = torch.randn(4, 5), torch.randn(3, 5)
+    assert torch.equal(native._forward_product(x, weight, None), torch.full((4, 3), 7.0))  # the one timed faster
+    native._forward_product(x, weight, None)
+    native._forward_product(torch.randn(6, 5), weight, None)  # another batch size: timed again
+    with native.FrozenWeights() as frozen:
+        native._forward_product(x, weight, None, frozen)  # in a frozen block: timed apart
+    assert calls == [2, 2, 2]
+    assert native.product_choices() == {(4, (3, 5), False, False, torch.get_num_threads()): True,
+                                        (6, (3, 5), False, False, torch.get_num_threads()): True,
+                                        (4, (3, 5), False, True, torch.get_num_threads()): True}
 
 
 @pytest.mark.usefixtures("every_product_on_onednn")

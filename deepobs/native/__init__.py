@@ -17,6 +17,8 @@
   inner product, the primitive TF's dense layers run. Inside a `FrozenWeights` block (the runner's evaluation
   pass) each weight is reordered to oneDNN's layout once and reused, also from a compiled graph (an opaque
   op): the same bits, VGG's first dense layer 29.8 -> 19.5 ms a product, the VAE's output layer 8.0 -> 6.4.
+  The forward runs either so or as (weight @ x.T).T (oneDNN then packs x, not the weight), whichever this
+  machine runs faster for the shape, timed at its first use (`product_choices()`): the same bits.
   Not where MKL runs its AVX2 branch on a non-Intel CPU (deepobs/mkl_paths.py): MKL is faster there.
 - `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
   counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
@@ -36,7 +38,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -162,6 +166,20 @@ def blocked_eval_applies(x: torch.Tensor) -> bool:
     float32 on the CPU, eager (inductor neither traces nor fuses opaque tensors)?"""
     return (_enabled and _HAS_ONEDNN and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 4)
+
+
+def fastest(candidates, timings: int) -> int:
+    """The index of the quickest callable: the least of `timings` timings each, taken in turns after one untimed
+    call each (oneDNN creates its primitive then). For choices between spellings of the same result."""
+    for candidate in candidates:
+        candidate()
+    seconds = [math.inf] * len(candidates)
+    for _ in range(timings):
+        for index, candidate in enumerate(candidates):
+            start = time.perf_counter()
+            candidate()
+            seconds[index] = min(seconds[index], time.perf_counter() - start)
+    return seconds.index(min(seconds))
 
 
 def _long(*values: int) -> list[ctypes.c_int64]:
@@ -389,15 +407,40 @@ def _inner_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def _forward_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight.T + bias. Where the weight has more rows than x (a large layer at a small batch), as
-    (weight @ x.T).T: oneDNN then packs the small x rather than the large weight on every call, and the sums
-    are the same (bit-identical, tests/test_native.py). The VAE's output layer 4.93 -> 3.78 ms, VGG's first
-    dense layer at batch 16 20.2 -> 14.8 ms, 2c2d's 2.33 -> 2.10 ms (docs/benchmarks.md)."""
-    if weight.shape[0] <= x.shape[0]:
-        return _inner_product(x, weight, bias)
+PRODUCT_TIMINGS = 3
+_product_swapped: dict[tuple, bool] = {}  # (rows, weight shape, bias, frozen, threads) -> (W @ x.T).T is faster
+
+
+def product_choices() -> dict[tuple, bool]:
+    """What this process measured: for each (input rows, weight shape, with bias, in a FrozenWeights block,
+    threads), True where the dense forward runs as (weight @ x.T).T."""
+    return dict(_product_swapped)
+
+
+def _swapped_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T + bias as (weight @ x.T).T: oneDNN packs x as its "weight" instead of the layer's weight."""
     product = _inner_product(weight, x, None).t().contiguous()
     return product if bias is None else product.add_(bias)
+
+
+def _forward_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     frozen: FrozenWeights | None = None) -> torch.Tensor:
+    """x @ weight.T + bias in whichever of two spellings this machine runs faster for the shape, timed at its
+    first use in the process: the layer's weight as oneDNN's weight (reordered on every call, or once in a
+    `frozen` block), or (weight @ x.T).T, where oneDNN packs x instead. Both sum the same products in the
+    same order: the same bits (tests/test_native.py). Here (Zen 5) the swap wins in training wherever the
+    weight has more rows than x (the VAE's output layer 4.93 -> 3.78 ms, VGG's first dense layer at batch 16
+    20.2 -> 14.8, 2c2d's 2.33 -> 2.10) and in evaluation only for the VAE's (frozen 3.96 against 3.49 ms);
+    docs/benchmarks.md."""
+    if frozen is None:
+        plain = lambda: _inner_product(x, weight, bias)  # noqa: E731
+    else:
+        plain = lambda: _inner_product(x, frozen.packed(weight, x.shape[0]), bias)  # noqa: E731
+    swapped = lambda: _swapped_product(x, weight, bias)  # noqa: E731
+    key = (x.shape[0], tuple(weight.shape), bias is not None, frozen is not None, torch.get_num_threads())
+    if key not in _product_swapped:
+        _product_swapped[key] = fastest((plain, swapped), PRODUCT_TIMINGS) == 1
+    return swapped() if _product_swapped[key] else plain()
 
 
 def _input_gradient(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -449,10 +492,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 def _frozen_inner_product_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    x = x.contiguous()
-    if _frozen is None:
-        return _forward_product(x, weight, bias)
-    return _inner_product(x, _frozen.packed(weight, x.shape[0]), bias)
+    return _forward_product(x.contiguous(), weight, bias, _frozen)
 
 
 @torch.library.custom_op("deepobs::frozen_inner_product", mutates_args=())
