@@ -204,7 +204,8 @@ def _copy_wins(kind, x: torch.Tensor, weight: torch.Tensor, padding, by_convolut
     if key not in _padding_copied:
         (height, width), (rows, columns) = x.shape[-2:], padding
         share = (height + 2 * rows) * (width + 2 * columns) / (height * width) - 1
-        _padding_copied[key] = share >= PADDING_SHARE_TO_MEASURE and native.fastest((by_convolution, by_copy), PLACEMENT_TIMINGS) == 1
+        _padding_copied[key] = (share >= PADDING_SHARE_TO_MEASURE
+                                and native.fastest((by_convolution, by_copy), PLACEMENT_TIMINGS) == 1)
     return _padding_copied[key]
 
 
