@@ -422,19 +422,37 @@ def test_the_dense_layer_on_onednn_is_linear_to_float32_round_off(batch, inputs,
         assert relative_error(mine, truth) <= max(4 * relative_error(theirs, truth), 1e-6)
 
 
+def spells_the_plain_product(spelling, batch: int, inputs: int, outputs: int, bias: bool) -> bool:
+    """Does spelling(x, weight, bias) give the plain and the frozen product's bits, contiguous?"""
+    torch.manual_seed(outputs)
+    x, weight = torch.randn(batch, inputs), torch.randn(outputs, inputs) / inputs**0.5
+    bias = torch.randn(outputs) if bias else None
+    product = spelling(x, weight, bias)
+    with native.FrozenWeights() as frozen:
+        on_frozen = native._inner_product(x, frozen.packed(weight, batch), bias)
+    return (product.is_contiguous() and same_bits(product, native._inner_product(x, weight, bias))
+            and same_bits(product, on_frozen))
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch, inputs, outputs", DENSE_SHAPES + [(16, 25088, 4096), (128, 2304, 384)])
 def test_the_swapped_forward_product_is_the_plain_one_bit_for_bit(batch, inputs, outputs, bias):
     """(weight @ x.T).T sums what x @ weight.T sums, plain or on the frozen (reordered) weight, in the same
     order: whichever spelling the timing picks, the bits do not change."""
-    torch.manual_seed(outputs)
-    x, weight = torch.randn(batch, inputs), torch.randn(outputs, inputs) / inputs**0.5
-    bias = torch.randn(outputs) if bias else None
-    swapped = native._swapped_product(x, weight, bias)
-    assert swapped.is_contiguous() and swapped.shape == (batch, outputs)
-    assert same_bits(swapped, native._inner_product(x, weight, bias))
-    with native.FrozenWeights() as frozen:
-        assert same_bits(swapped, native._inner_product(x, frozen.packed(weight, batch), bias))
+    assert spells_the_plain_product(native._swapped_product, batch, inputs, outputs, bias)
+
+
+def test_a_planted_untransposed_swapped_product_is_caught_and_an_out_of_place_bias_passes():
+    """(weight @ x.T) reshaped instead of transposed (the same shape, the values in the wrong places) fails the
+    check; the bias added out of place, another spelling of the same sums, passes it."""
+    def untransposed(x, weight, bias):
+        return native._inner_product(weight, x, None).reshape(x.shape[0], weight.shape[0]) + bias
+
+    def bias_out_of_place(x, weight, bias):
+        return torch.add(native._inner_product(weight, x, None).t(), bias).contiguous()
+
+    assert not spells_the_plain_product(untransposed, 64, 512, 96, bias=True)
+    assert spells_the_plain_product(bias_out_of_place, 64, 512, 96, bias=True)
 
 
 def test_the_forward_product_is_timed_once_per_shape_and_runs_the_faster_spelling(monkeypatch):

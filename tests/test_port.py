@@ -781,22 +781,44 @@ def test_the_direct_fused_sgd_step_is_torchs_sgd_step(options, monkeypatch):
     torch.optim.SGD(theirs, lr=0.1, **options).load_state_dict(optimizer.state_dict())
 
 
-def test_the_l2_regularizer_is_half_the_coefficient_times_the_sum_of_squares_with_its_gradient():
-    """wd/2 * sum ||W||^2 over kernels of any layout (channels_last, transposed, contiguous) against float64,
-    its gradient wd * W, and its second derivative wd (the regularizer's backward is differentiable)."""
-    from deepobs import losses
+def is_the_l2_regularizer(regularizer_of) -> bool:
+    """Is regularizer_of(kernels, wd) wd/2 * sum ||W||^2 over kernels of any layout (channels_last, transposed,
+    contiguous) against float64, with the gradient wd * W and the second derivative wd?"""
     torch.manual_seed(0)
     leaves = [torch.randn(64, 3, 5, 5).to(memory_format=torch.channels_last), torch.randn(10, 7), torch.randn(7, 10)]
     leaves = [leaf.requires_grad_() for leaf in leaves]
     kernels = leaves[:2] + [leaves[2].t()]
-    regularizer = losses.l2_regularizer(kernels, 5e-4)
+    regularizer = regularizer_of(kernels, 5e-4)
     exact = 0.5 * 5e-4 * sum((kernel.detach().double() ** 2).sum() for kernel in kernels)
-    assert abs(regularizer.item() - exact.item()) <= 1e-6 * exact.item()
     gradients = torch.autograd.grad(regularizer, leaves, create_graph=True)
-    for gradient, leaf in zip(gradients, leaves):
-        torch.testing.assert_close(gradient, 5e-4 * leaf.detach(), rtol=1e-6, atol=0.0)
     (curvature,) = torch.autograd.grad(gradients[0].sum(), leaves[0])
-    torch.testing.assert_close(curvature, torch.full_like(curvature, 5e-4), rtol=1e-6, atol=0.0)
+    return (abs(regularizer.item() - exact.item()) <= 1e-6 * exact.item()
+            and all(torch.allclose(gradient, 5e-4 * leaf.detach(), rtol=1e-6, atol=0.0)
+                    for gradient, leaf in zip(gradients, leaves))
+            and torch.allclose(curvature, torch.full_like(curvature, 5e-4), rtol=1e-6, atol=0.0))
+
+
+def test_the_l2_regularizer_is_half_the_coefficient_times_the_sum_of_squares_with_its_gradient():
+    from deepobs import losses
+    assert is_the_l2_regularizer(losses.l2_regularizer)
+
+
+def test_a_planted_half_gradient_in_the_l2_regularizer_is_caught_and_autograds_spelling_passes(monkeypatch):
+    """A backward of grad * W (the factor 2 of the square dropped: half TF's l2_loss gradient) fails the check;
+    the term spelled in autograd's own ops (what the port computed before) passes it."""
+    from deepobs import losses
+
+    class HalfGradient(losses._SumOfSquares):
+        @staticmethod
+        def backward(ctx, grad):
+            return tuple(p * grad for p in ctx.saved_tensors)
+
+    def autograds(kernels, weight_decay):
+        return 0.5 * weight_decay * torch.stack([kernel.pow(2).sum() for kernel in kernels]).sum()
+
+    assert is_the_l2_regularizer(autograds)
+    monkeypatch.setattr(losses, "_SumOfSquares", HalfGradient)
+    assert not is_the_l2_regularizer(losses.l2_regularizer)
 
 
 @pytest.mark.parametrize("name", ["mnist_mlp", "cifar10_3c3d", "two_d_beale"])
