@@ -13,6 +13,8 @@ and its speed against the runner's eager step with a bootstrap interval:
 - aten-only: eager with deepobs.native switched off (torch's own max pool, conv and ReLU one after the other,
   dense layers and dropout draws);
 - onednn-dense: eager with every dense product on oneDNN (deepobs.native.MIN_INNER_PRODUCT_* at 0);
+- direct-conv: eager with the 3x3 convolutions on oneDNN's direct convolution, not Winograd F(2x2, 3x3)
+  (deepobs.native.winograd_applies saying no);
 - torch-dense / torch-dropout / unfused: eager with only that part of deepobs.native off (dense layers on
   torch's own F.linear; dropout masks from torch's generator; activation and dropout as two layers);
 - compiled: the model compiled in place (inductor, both phases), its compile time printed separately.
@@ -117,6 +119,7 @@ def with_settings(step, **settings):
 def variants(problem, phase, inputs, targets, with_compile: bool) -> tuple[dict, dict]:
     made = {"eager": steps_for(problem, phase, inputs, targets)}
     made["aten-only"] = without_native(steps_for(problem, phase, inputs, targets))
+    made["direct-conv"] = without(steps_for(problem, phase, inputs, targets), "winograd_applies")
     made["torch-dense"] = without(steps_for(problem, phase, inputs, targets), "linear_applies")
     made["onednn-dense"] = with_settings(steps_for(problem, phase, inputs, targets),
                                          MIN_INNER_PRODUCT_INPUTS=0, MIN_INNER_PRODUCT_MACS=0)

@@ -170,6 +170,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, str
            dilation=1, groups: int = 1) -> torch.Tensor:
     """F.conv2d; in a training pass a stride-1 float32 convolution through `_PaddingPlacedConv`."""
     padding = nn.modules.utils._pair(padding) if not isinstance(padding, str) else padding
+    if native.winograd_applies(x, weight, stride, padding, dilation, groups):
+        return winograd_conv2d(x, weight, bias, padding[0])
     if _places_padding(x, weight, stride, padding, dilation, groups):
         return _PaddingPlacedConv.apply(x, weight, bias, padding, None)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -262,6 +264,46 @@ class _PaddingPlacedConv(torch.autograd.Function):
         return (*(by_copy() if copied else by_convolution()), None, None)
 
 
+def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                    relu: bool = False) -> torch.Tensor:
+    """conv2d (+ ReLU) as Winograd F(2x2, 3x3) (where `native.winograd_applies`): in a training pass through
+    `_WinogradConv`, else the bare forward."""
+    tracked = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+    if torch.is_grad_enabled() and tracked:
+        out = _WinogradConv.apply(x, weight, bias, padding)
+        return torch.relu(out) if relu else out
+    return native.winograd_conv(x, weight, bias, padding, relu)
+
+
+class _WinogradConv(torch.autograd.Function):
+    """A 3x3 stride-1 convolution whose forward and input gradient run as Winograd F(2x2, 3x3) (the input
+    gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the flipped kernels,
+    in and out swapped); its weight and bias gradients on oneDNN's backward, as before. A create_graph
+    backward runs autograd's own formulas."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight, bias)
+        ctx.padding = padding
+        return native.winograd(x, native.winograd_weight(weight), bias, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x, weight, bias), padding = ctx.saved_tensors, ctx.padding
+        if torch.is_grad_enabled():  # create_graph=True: differentiable again, through the plain ops
+            plain = lambda *tensors: F.conv2d(*tensors, padding=padding)  # noqa: E731
+            return (*_gradients_through(plain, (x, weight, bias), grad), None)
+        grad = channels_last(grad)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = native.winograd(grad, native.winograd_weight(weight, for_input_gradient=True), None, 2 - padding)
+        mask = [False, ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, channels_last(x), weight, None if bias is None else list(bias.shape), [1, 1], [padding] * 2,
+            [1, 1], False, [0, 0], 1, mask)
+        return grad_x, grad_weight, grad_bias, None
+
+
 class MaxPool2dSame(nn.Module):
     """TF max_pool with 'SAME' padding: padded positions never win (-inf), extra pixel after.
 
@@ -317,6 +359,8 @@ class ConvReLU(nn.Sequential):
         if not (mirrored or (_runs_as_one(self, CONV_TYPES) and native.conv_relu_applies(x, conv))):
             return super().forward(x)
         weight, x, padding = _mirrored_conv_inputs(conv, x) if mirrored else _conv_inputs(conv, x)
+        if native.winograd_applies(x, weight, conv.stride, padding, conv.dilation, conv.groups):
+            return winograd_conv2d(x, weight, conv.bias, nn.modules.utils._pair(padding)[0], relu=True)
         if native.conv_relu_applies(x, conv):
             return native.conv_relu(x, weight, conv.bias, padding, conv.stride, conv.dilation, conv.groups)
         return torch.relu(conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups))

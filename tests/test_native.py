@@ -522,7 +522,7 @@ def test_frozen_weights_give_the_plain_products_bit_for_bit_at_any_batch(batch, 
             with frozen:
                 inside = layer(x)
             assert same_bits(inside, layer(x))
-    assert len(frozen._packed) == 1  # one reorder, reused
+    assert len(frozen._made) == 1  # one reorder, reused
 
 
 def frozen_then_changed(layer: Dense, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -546,9 +546,9 @@ def test_a_weight_changed_in_place_in_the_block_is_reordered_again():
 def test_a_planted_stale_reordered_weight_is_caught(monkeypatch):
     """A cache that ignores the version counter keeps the old weight: the comparison above sees it."""
     def stale(self, weight, rows):
-        if id(weight) not in self._packed:
-            self._packed[id(weight)] = weight, 0, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
-        return self._packed[id(weight)][2]
+        if id(weight) not in self._made:
+            self._made[id(weight)] = weight, 0, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+        return self._made[id(weight)][2]
     monkeypatch.setattr(native.FrozenWeights, "packed", stale)
     inside, plain = frozen_then_changed(Dense(64, 32), torch.randn(8, 64))
     assert not torch.allclose(inside, plain)
@@ -565,7 +565,7 @@ def test_the_compiled_inference_graph_runs_the_frozen_product_when_it_runs():
         with frozen:
             assert same_bits(compiled(x), plain)  # traced on this first call
             assert same_bits(compiled(x), plain)
-        assert len(frozen._packed) == 2  # both products looked their reordered weights up in the block
+        assert len(frozen._made) == 2  # both products looked their reordered weights up in the block
         assert same_bits(compiled(x), plain)  # and outside it the plain weights again
 
 

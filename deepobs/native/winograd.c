@@ -1,0 +1,115 @@
+/* The transforms of a Winograd F(2x2, 3x3) convolution of NHWC float32 tensors (stride 1, zero padding).
+ *
+ * A 3x3 convolution's outputs in 2x2 tiles: each tile is A^T [(G g G^T) (.) (B^T d B)] A, d the tile's 4x4
+ * input patch, g the 3x3 kernel (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+ * Summed over input channels the elementwise product becomes 16 matrix products, one per position of the
+ * 4x4 transformed tile: [tiles x C] @ [C x K]. Those run on MKL (deepobs/native/__init__.py); here are the
+ * three transforms around them. The 16 products do 16 multiplications for a tile's 4 outputs, where the
+ * direct convolution does 36: 2.25x fewer. B^T and A^T are additions and subtractions only; G holds halves,
+ * applied in double precision to the kernel (once a step, or once an evaluation pass).
+ *
+ * Layouts: the input x is N x H x W x C; the transformed input for the tiles [t0, t1) is 16 slabs of
+ * (t1 - t0) x C; the products 16 slabs of (t1 - t0) x K; the output N x Ho x Wo x K. Tile t is image
+ * t / (th tw), tile row (t / tw) % th, tile column t % tw; its patch starts at row 2 i - top, column 2 j - left,
+ * zeros outside the input. The caller guarantees C % 16 == 0 and K % 16 == 0.
+ */
+#include <stdint.h>
+#include <string.h>
+
+/* Floats per vector: the widest the target has (GCC splits wider generic vectors, their compares into scalar
+ * ones; see max_pool.c). The caller's channel multiple (16) is a multiple of each. */
+#if defined(__AVX512F__)
+#define LANES 16
+#elif defined(__AVX2__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t ints __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static inline floats load(const float *from) { floats v; memcpy(&v, from, sizeof v); return v; }
+static inline void store(float *to, floats v) { memcpy(to, &v, sizeof v); }
+static inline floats relu(floats v) { floats zero = {0}; return (floats)((ints)v & ~(v <= zero)); }  /* NaN stays */
+
+/* B^T d B's row (or column) step: [d0 - d2, d1 + d2, d2 - d1, d1 - d3]. */
+#define INPUT_STEP(d0, d1, d2, d3, out) \
+    do { out[0] = d0 - d2; out[1] = d1 + d2; out[2] = d2 - d1; out[3] = d1 - d3; } while (0)
+
+/* u[16][m] = G g G^T for each of the m = C x K kernels g[3][3][m]; G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
+void winograd_weight(const float *g, float *u, int64_t m) {
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    #pragma omp parallel for schedule(static)
+    for (int64_t at = 0; at < m; at++) {
+        double gg[3][3], half[4][3];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) gg[i][j] = g[(3 * i + j) * m + at];
+        for (int a = 0; a < 4; a++)
+            for (int j = 0; j < 3; j++) half[a][j] = G[a][0] * gg[0][j] + G[a][1] * gg[1][j] + G[a][2] * gg[2][j];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                u[(4 * a + b) * m + at] = (float)(half[a][0] * G[b][0] + half[a][1] * G[b][1] + half[a][2] * G[b][2]);
+    }
+}
+
+void winograd_input(const float *x, float *v, int64_t n, int64_t h, int64_t w, int64_t c, int64_t top,
+                    int64_t left, int64_t th, int64_t tw, int64_t t0, int64_t t1) {
+    (void)n;
+    int64_t slab = (t1 - t0) * c;
+    #pragma omp parallel for schedule(static)
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
+        const float *patch[4][4];
+        for (int r = 0; r < 4; r++)
+            for (int q = 0; q < 4; q++) {
+                int64_t row = 2 * i - top + r, column = 2 * j - left + q;
+                patch[r][q] = row >= 0 && row < h && column >= 0 && column < w
+                                  ? x + ((image * h + row) * w + column) * c : NULL;
+            }
+        float *out = v + (t - t0) * c;
+        for (int64_t ch = 0; ch < c; ch += LANES) {
+            floats d[4][4], rows[4][4], tile[4];
+            for (int r = 0; r < 4; r++)
+                for (int q = 0; q < 4; q++) d[r][q] = patch[r][q] ? load(patch[r][q] + ch) : (floats){0};
+            for (int q = 0; q < 4; q++) {
+                floats column[4];
+                INPUT_STEP(d[0][q], d[1][q], d[2][q], d[3][q], column);
+                for (int r = 0; r < 4; r++) rows[r][q] = column[r];
+            }
+            for (int r = 0; r < 4; r++) {
+                INPUT_STEP(rows[r][0], rows[r][1], rows[r][2], rows[r][3], tile);
+                for (int q = 0; q < 4; q++) store(out + (4 * r + q) * slab + ch, tile[q]);
+            }
+        }
+    }
+}
+
+/* y = A^T m A (+ bias, then ReLU where asked) for the tiles [t0, t1); A^T = [[1,1,1,0],[0,1,-1,-1]]. */
+void winograd_output(const float *m, const float *bias, float *y, int64_t n, int64_t ho, int64_t wo, int64_t k,
+                     int64_t th, int64_t tw, int with_relu, int64_t t0, int64_t t1) {
+    (void)n;
+    int64_t slab = (t1 - t0) * k;
+    #pragma omp parallel for schedule(static)
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
+        const float *in = m + (t - t0) * k;
+        for (int64_t ch = 0; ch < k; ch += LANES) {
+            floats s[4][4], top[4], bottom[4];
+            for (int a = 0; a < 16; a++) s[a / 4][a % 4] = load(in + a * slab + ch);
+            for (int q = 0; q < 4; q++) {
+                top[q] = s[0][q] + s[1][q] + s[2][q];
+                bottom[q] = s[1][q] - s[2][q] - s[3][q];
+            }
+            floats out[2][2] = {{top[0] + top[1] + top[2], top[1] - top[2] - top[3]},
+                                {bottom[0] + bottom[1] + bottom[2], bottom[1] - bottom[2] - bottom[3]}};
+            floats shift = bias ? load(bias + ch) : (floats){0};
+            for (int r = 0; r < 2; r++)
+                for (int q = 0; q < 2; q++) {
+                    int64_t row = 2 * i + r, column = 2 * j + q;
+                    if (row >= ho || column >= wo) continue;
+                    floats value = bias ? out[r][q] + shift : out[r][q];
+                    store(y + ((image * ho + row) * wo + column) * k + ch, with_relu ? relu(value) : value);
+                }
+        }
+    }
+}
