@@ -276,10 +276,10 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 class _WinogradConv(torch.autograd.Function):
-    """A 3x3 stride-1 convolution whose forward and input gradient run as Winograd F(2x2, 3x3) (the input
-    gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the flipped kernels,
-    in and out swapped); its weight and bias gradients on oneDNN's backward, as before. A create_graph
-    backward runs autograd's own formulas."""
+    """A 3x3 stride-1 convolution whose forward and gradients run as Winograd F(2x2, 3x3) (deepobs.native):
+    the input gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the
+    flipped kernels, in and out swapped; the weight gradient sums the transformed input tiles times the
+    transformed output gradients over the tiles. A create_graph backward runs autograd's own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
@@ -294,13 +294,15 @@ class _WinogradConv(torch.autograd.Function):
             plain = lambda *tensors: F.conv2d(*tensors, padding=padding)  # noqa: E731
             return (*_gradients_through(plain, (x, weight, bias), grad), None)
         grad = channels_last(grad)
-        grad_x = None
+        grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = native.winograd(grad, native.winograd_weight(weight, for_input_gradient=True), None, 2 - padding)
-        mask = [False, ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2]]
-        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad, channels_last(x), weight, None if bias is None else list(bias.shape), [1, 1], [padding] * 2,
-            [1, 1], False, [0, 0], 1, mask)
+        if ctx.needs_input_grad[1]:
+            grad_weight = native.winograd_weight_gradient(x, grad, padding)
+            if not weight.is_contiguous(memory_format=torch.channels_last):
+                grad_weight = grad_weight.contiguous()
+        if bias is not None and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None
 
 

@@ -225,6 +225,145 @@ def test_conv_relu_with_gradients_or_a_hooked_child_runs_its_children(monkeypatc
         assert same_bits(block(x), out.detach()) and len(seen) == 1 and (seen[0] < 0).any()
 
 
+# Winograd F(2x2, 3x3): (batch, in, out, height, width, padding). Odd sizes leave half tiles at the edges,
+# padding 0 and 2 read past the input on no side / two rows per side, a 1x1 input is nearly all padding.
+WINOGRAD_CASES = [(2, 128, 144, 7, 9, 1), (3, 128, 128, 8, 8, 0), (2, 160, 128, 5, 6, 2), (1, 128, 128, 1, 1, 1),
+                  (2, 256, 128, 11, 4, 1)]
+# The worst round-off against float64 over the forward and every gradient, as a share of the largest value,
+# measured here on the cases above: 3.5e-7-6.0e-7 (oneDNN's direct convolution: 2.0e-7-1.4e-6).
+WINOGRAD_ROUNDOFF = 2e-6
+
+
+def is_the_convolution(convolution, case) -> bool:
+    """Does convolution(x, weight, bias, padding) give F.conv2d's output and its three gradients (against
+    float64, within WINOGRAD_ROUNDOFF of each one's largest value) on `case`, in a training step and in an
+    evaluation forward?"""
+    n, inputs_, outputs, height, width, padding = case
+    torch.manual_seed(sum(case))
+    x = nhwc(torch.randn(n, inputs_, height, width)).requires_grad_()
+    weight = (0.05 * torch.randn(outputs, inputs_, 3, 3)).requires_grad_()
+    bias = torch.randn(outputs).requires_grad_()
+    out = convolution(x, weight, bias, padding)
+    grad = torch.randn_like(out)
+    found = torch.autograd.grad(out, (x, weight, bias), grad)
+    exact_leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    exact = torch.nn.functional.conv2d(*exact_leaves, padding=padding)
+    expected = torch.autograd.grad(exact, exact_leaves, grad.double())
+    with torch.no_grad():
+        evaluated = convolution(x, weight, bias, padding)
+
+    def close(value, reference):
+        return value.shape == reference.shape and bool(
+            (value.double() - reference).abs().max() <= WINOGRAD_ROUNDOFF * reference.abs().max())
+    return all(close(value, reference) for value, reference in zip((out, *found, evaluated),
+                                                                   (exact, *expected, exact)))
+
+
+def layers_conv2d(x, weight, bias, padding):
+    from deepobs import layers
+    return layers.conv2d(x, weight, bias, 1, padding)
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_the_winograd_convolution_and_its_gradients_are_the_convolutions(case):
+    n, inputs_, outputs, height, width, padding = case
+    assert native.winograd_applies(torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 3, 3),
+                                   1, (padding, padding), 1, 1)
+    assert is_the_convolution(layers_conv2d, case)
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_winograd_convolution_in_chunks_of_three_tiles_is_the_convolution(monkeypatch):
+    """Chunks that end inside a row of tiles and inside an image."""
+    monkeypatch.setattr(native, "WINOGRAD_CHUNK_BYTES", 3 * 16 * 4 * (128 + 144))
+    assert is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+@pytest.mark.parametrize("plant", ["input gradient with the unflipped kernel", "patch one row off",
+                                   "a transform entry's sign", "weight gradient's output tiles one column off"])
+def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
+    if plant == "weight gradient's output tiles one column off":
+        weight_gradient = native.winograd_weight_gradient
+        monkeypatch.setattr(native, "winograd_weight_gradient", lambda x, grad, padding: weight_gradient(
+            x, grad.roll(1, 3), padding))
+    elif plant == "input gradient with the unflipped kernel":
+        weight_of = native.winograd_weight
+        monkeypatch.setattr(native, "winograd_weight", lambda weight, for_input_gradient=False: weight_of(
+            weight.transpose(0, 1) if for_input_gradient else weight))
+    elif plant == "patch one row off":
+        winograd = native.winograd
+        monkeypatch.setattr(native, "winograd", lambda x, transformed, bias, padding, relu=False: winograd(
+            x.roll(1, 2), transformed, bias, padding, relu))
+    else:
+        weight_of = native.winograd_weight
+        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * torch.tensor(
+            [1.0] * 5 + [-1.0] + [1.0] * 10).view(16, 1, 1))
+    assert not is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+
+
+def test_the_direct_convolution_passes_the_winograd_check(monkeypatch):
+    """The check's bound holds for the direct convolution too (oneDNN's, which the shapes below the channel
+    threshold run): it asks for the convolution's values, not one algorithm's bits."""
+    monkeypatch.setattr(native, "winograd_applies", lambda *args: False)
+    assert is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+
+
+@pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups", [
+    ((2, 96, 8, 8), (128, 96, 3, 3), 1, (1, 1), 1, 1),  # All-CNN-C's 96 channels: below the threshold
+    ((2, 128, 8, 8), (64, 128, 3, 3), 1, (1, 1), 1, 1),  # 64 outputs
+    ((2, 128, 8, 8), (128, 128, 3, 3), 2, (1, 1), 1, 1),  # stride 2
+    ((2, 128, 8, 8), (128, 128, 5, 5), 1, (2, 2), 1, 1),  # 5x5
+    ((2, 128, 8, 8), (128, 128, 3, 3), 1, (0, 1), 1, 1),  # other padding per axis
+    ((2, 128, 8, 8), (128, 128, 3, 3), 1, (3, 3), 1, 1),  # padding past the patch
+    ((2, 128, 8, 8), (128, 128, 3, 3), 1, (1, 1), 2, 1),  # dilated
+    ((2, 136, 8, 8), (136, 136, 3, 3), 1, (1, 1), 1, 1)])  # channels not in whole vectors
+def test_convolutions_winograd_does_not_take(x_shape, weight_shape, stride, padding, dilation, groups):
+    x, weight = torch.empty(x_shape), torch.empty(weight_shape)
+    assert not native.winograd_applies(x, weight, stride, padding, dilation, groups)
+    assert not native.winograd_applies(x.double(), weight.double(), 1, (1, 1), 1, 1)
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_winograd_evaluation_is_the_training_forward_eager_compiled_and_frozen():
+    """The evaluation forward (ConvReLU's fused ReLU, eager, compiled as one opaque op, with its kernels
+    transformed once in a FrozenWeights block and again after an in-place change) gives the training
+    forward's bits."""
+    torch.manual_seed(0)
+    block = ConvReLU(Conv2dSame(128, 128, 3)).to(memory_format=torch.channels_last)
+    x = nhwc(torch.randn(2, 128, 6, 6))
+    trained = block(x)
+    assert trained.grad_fn.name() == "ReluBackward0" and trained.grad_fn.next_functions[0][0].name().startswith(
+        "_WinogradConvBackward")
+    compiled = torch.compile(block, fullgraph=True)
+    frozen = native.FrozenWeights()
+    with torch.no_grad():
+        assert same_bits(block(x), trained.detach())
+        with frozen:
+            assert same_bits(compiled(x), trained.detach())
+            assert same_bits(compiled(x), trained.detach())
+            assert len(frozen._made) == 1
+            block[0].weight.mul_(-1)
+            assert same_bits(compiled(x), torch.relu(block[0](x)))
+            assert len(frozen._made) == 1  # the entry replaced, not added
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_winograd_convolutions_second_derivatives_are_autograds():
+    """create_graph=True: the gradient runs autograd's own formulas, differentiable again."""
+    n, inputs_, outputs, height, width, padding = WINOGRAD_CASES[0]
+    torch.manual_seed(1)
+    x = nhwc(torch.randn(n, inputs_, height, width)).double().float().requires_grad_()
+    weight = (0.05 * torch.randn(outputs, inputs_, 3, 3)).requires_grad_()
+
+    def curvature(convolution):
+        (grad_x,) = torch.autograd.grad(convolution(x, weight, None, padding).pow(2).sum(), x, create_graph=True)
+        return torch.autograd.grad(grad_x.sum(), weight)[0]
+    plain = curvature(lambda *args: torch.nn.functional.conv2d(*args[:3], padding=args[3]))
+    assert torch.allclose(curvature(layers_conv2d), plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+
+
 def test_the_max_pool_gradient_is_itself_differentiable_as_atens(monkeypatch):
     """Hessian-vector products (create_graph=True) through the kernel: the gradient's own gradient with
     respect to the output gradient is aten's, bit for bit, ReLU-zeroed outputs and 'SAME' padding included."""
@@ -715,15 +854,20 @@ MARCH_LEVELS = {"x86-64": (), "x86-64-v3": ("avx2", "fma", "bmi2", "f16c", "movb
 
 def _kernel_outputs() -> list[torch.Tensor]:
     """Every kernel's output on fixed inputs: Philox words, a mask, the fused activation + dropout both ways,
-    a max pool with ReLU both ways (ties, -0.0 and NaN; channels of several vector widths)."""
+    a max pool with ReLU both ways (ties, -0.0 and NaN; channels of several vector widths), a Winograd
+    convolution with bias and ReLU, its kernels transformed for an input gradient and its weight gradient."""
     x = inputs("ties, -0.0 and NaN", (3, 7, 9, 48)).permute(0, 3, 1, 2)  # NHWC memory, 48 channels
     pooled = native.max_pool(x.requires_grad_(), (3, 3), (2, 2), (1, 1), (4, 5), relu=True)
     pool_grad, = torch.autograd.grad(pooled, x, torch.arange(pooled.numel()).float().view_as(pooled))
     values = torch.randn(10_007, generator=torch.Generator().manual_seed(3)).requires_grad_()
     activated = native.activation_dropout(values, "leaky_relu", 0.2, 0.3, key=11)
     activation_grad, = torch.autograd.grad(activated, values, torch.ones_like(activated))
+    images, kernels = inputs("normal", (2, 48, 7, 9)), inputs("normal", (32, 48, 3, 3))
+    convolved = native.winograd(images, native.winograd_weight(kernels), torch.linspace(-1, 1, 32), 1, relu=True)
     return [native.philox_bits(1_003, key=5), native.dropout_mask(values.detach(), 0.4, 1 / 0.6, key=9),
-            activated.detach(), activation_grad, pooled.detach(), pool_grad]
+            activated.detach(), activation_grad, pooled.detach(), pool_grad, convolved,
+            native.winograd_weight(kernels, for_input_gradient=True),
+            native.winograd_weight_gradient(images, inputs("normal", (2, 32, 7, 9)), 1)]
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
@@ -738,6 +882,7 @@ def test_every_vector_width_gives_the_same_bits(march, monkeypatch):
     other = native._build_and_load(tuple(f"-march={march}" if flag == "-march=native" else flag
                                          for flag in native.FLAGS))
     monkeypatch.setattr(native, "_library", lambda: other)
-    for name, ours, theirs in zip(("words", "mask", "activation", "its gradient", "pool", "its gradient"),
+    for name, ours, theirs in zip(("words", "mask", "activation", "its gradient", "pool", "its gradient",
+                                   "winograd convolution", "its input gradient's kernels", "its weight gradient"),
                                   expected, _kernel_outputs()):
         assert same_bits(ours, theirs), f"{name} differs when built for -march={march}"

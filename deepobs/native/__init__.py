@@ -110,7 +110,8 @@ def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
     for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask,
                      library.act_dropout_forward, library.act_dropout_backward, library.winograd_weight,
-                     library.winograd_input, library.winograd_output):
+                     library.winograd_input, library.winograd_output, library.winograd_output_gradient,
+                     library.winograd_weight_gradient):
         function.restype = None
     return library
 
@@ -548,8 +549,7 @@ def winograd_weight(weight: torch.Tensor, for_input_gradient: bool = False) -> t
     kernels = weight.flip(2, 3).permute(2, 3, 0, 1) if for_input_gradient else weight.permute(2, 3, 1, 0)
     kernels = kernels.detach().contiguous()
     transformed = kernels.new_empty((16, *kernels.shape[2:]))
-    _library().winograd_weight(ctypes.c_void_p(kernels.data_ptr()), ctypes.c_void_p(transformed.data_ptr()),
-                               ctypes.c_int64(kernels[0, 0].numel()))
+    _library().winograd_weight(_pointer(kernels), _pointer(transformed), ctypes.c_int64(kernels[0, 0].numel()))
     return transformed
 
 
@@ -560,26 +560,62 @@ def winograd(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor | No
     transformed tiles never take more than WINOGRAD_CHUNK_BYTES."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
     (n, channels, height, width), outputs = x.shape, transformed.shape[2]
-    out_height, out_width = height + 2 * padding - 2, width + 2 * padding - 2
-    tile_rows, tile_columns = -(-out_height // 2), -(-out_width // 2)
-    tiles = n * tile_rows * tile_columns
-    chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // (16 * 4 * (channels + outputs))))
+    out_height, out_width, tile_rows, tile_columns, tiles, chunk = _tiling(x, padding, outputs)
     tile_inputs, tile_products = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
     out = torch.empty((n, outputs, out_height, out_width), dtype=x.dtype, memory_format=torch.channels_last)
-    bias_pointer = None if bias is None else ctypes.c_void_p(bias.detach().contiguous().data_ptr())
+    bias = None if bias is None else bias.detach().contiguous()  # kept alive while the kernels read it
+    bias_pointer = None if bias is None else _pointer(bias)
     library, geometry = _library(), _long(n, height, width, channels, padding, padding, tile_rows, tile_columns)
     for first in range(0, tiles, chunk):
         last = min(tiles, first + chunk)
         inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
         products = tile_products[:16 * (last - first) * outputs].view(16, last - first, outputs)
-        library.winograd_input(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(inputs.data_ptr()), *geometry,
-                               *_long(first, last))
+        library.winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
         for position in range(16):
             torch.mm(inputs[position], transformed[position], out=products[position])
-        library.winograd_output(ctypes.c_void_p(products.data_ptr()), bias_pointer, ctypes.c_void_p(out.data_ptr()),
+        library.winograd_output(_pointer(products), bias_pointer, _pointer(out),
                                 *_long(n, out_height, out_width, outputs, tile_rows, tile_columns),
                                 ctypes.c_int(relu), *_long(first, last))
     return out
+
+
+def _tiling(x: torch.Tensor, padding: int, outputs: int):
+    """(output height, width, tile rows, columns, tiles, tiles a chunk) of a convolution of x (NCHW)."""
+    (n, channels, height, width) = x.shape
+    out_height, out_width = height + 2 * padding - 2, width + 2 * padding - 2
+    tile_rows, tile_columns = -(-out_height // 2), -(-out_width // 2)
+    tiles = n * tile_rows * tile_columns
+    chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // (16 * 4 * (channels + outputs))))
+    return out_height, out_width, tile_rows, tile_columns, tiles, chunk
+
+
+def _pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) -> torch.Tensor:
+    """The weight gradient [out, in, 3, 3] (channels_last) of the convolution of x zero-padded by `padding`,
+    given its output gradient `grad`, by the same transforms (winograd.c): 16 products of the transformed
+    input tiles with the transformed output gradients, summed over the tiles, in chunks of tiles."""
+    x = x.detach().contiguous(memory_format=torch.channels_last)
+    grad = grad.detach().contiguous(memory_format=torch.channels_last)
+    (n, channels, height, width), outputs = x.shape, grad.shape[1]
+    out_height, out_width, tile_rows, tile_columns, tiles, chunk = _tiling(x, padding, outputs)
+    tile_inputs, tile_gradients = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
+    summed = x.new_zeros((16, channels, outputs))
+    library, geometry = _library(), _long(n, height, width, channels, padding, padding, tile_rows, tile_columns)
+    for first in range(0, tiles, chunk):
+        last = min(tiles, first + chunk)
+        inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
+        gradients = tile_gradients[:16 * (last - first) * outputs].view(16, last - first, outputs)
+        library.winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
+        library.winograd_output_gradient(_pointer(grad), _pointer(gradients),
+                                         *_long(n, out_height, out_width, outputs, tile_rows, tile_columns, first, last))
+        for position in range(16):
+            summed[position].addmm_(inputs[position].t(), gradients[position])
+    weight_grad = torch.empty((outputs, channels, 3, 3), dtype=x.dtype, memory_format=torch.channels_last)
+    library.winograd_weight_gradient(_pointer(summed), _pointer(weight_grad), *_long(channels, outputs))
+    return weight_grad
 
 
 def winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,

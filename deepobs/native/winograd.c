@@ -113,3 +113,55 @@ void winograd_output(const float *m, const float *bias, float *y, int64_t n, int
         }
     }
 }
+
+/* The weight gradient, by the same transforms: with M = sum over input channels of U (.) V and Y = A^T M A,
+ * dM = A dY A^T per tile, dU = sum over tiles of V (.) dM (16 products [C x tiles] @ [tiles x K], on MKL), and
+ * dg = G^T dU G. Here dM for the tiles [t0, t1) (16 slabs of (t1 - t0) x K; outputs past the edge are 0). */
+void winograd_output_gradient(const float *dy, float *dm, int64_t n, int64_t ho, int64_t wo, int64_t k,
+                              int64_t th, int64_t tw, int64_t t0, int64_t t1) {
+    (void)n;
+    int64_t slab = (t1 - t0) * k;
+    #pragma omp parallel for schedule(static)
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
+        const float *at[2][2];
+        for (int r = 0; r < 2; r++)
+            for (int q = 0; q < 2; q++) {
+                int64_t row = 2 * i + r, column = 2 * j + q;
+                at[r][q] = row < ho && column < wo ? dy + ((image * ho + row) * wo + column) * k : NULL;
+            }
+        float *out = dm + (t - t0) * k;
+        for (int64_t ch = 0; ch < k; ch += LANES) {
+            floats g[2][2], spread[4][2];
+            for (int r = 0; r < 2; r++)
+                for (int q = 0; q < 2; q++) g[r][q] = at[r][q] ? load(at[r][q] + ch) : (floats){0};
+            for (int q = 0; q < 2; q++) {  /* A = [[1,0],[1,1],[1,-1],[0,-1]] on the rows */
+                spread[0][q] = g[0][q]; spread[1][q] = g[0][q] + g[1][q];
+                spread[2][q] = g[0][q] - g[1][q]; spread[3][q] = -g[1][q];
+            }
+            for (int a = 0; a < 4; a++) {  /* and on the columns */
+                floats row[4] = {spread[a][0], spread[a][0] + spread[a][1], spread[a][0] - spread[a][1], -spread[a][1]};
+                for (int b = 0; b < 4; b++) store(out + (4 * a + b) * slab + ch, row[b]);
+            }
+        }
+    }
+}
+
+/* dg = G^T dU G for each of the C x K kernels; du is 16 slabs of C x K, dg is written K x 3 x 3 x C (the
+ * kernels' channels_last layout). */
+void winograd_weight_gradient(const float *du, float *dg, int64_t c, int64_t k) {
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    int64_t m = c * k;
+    #pragma omp parallel for schedule(static)
+    for (int64_t at = 0; at < m; at++) {
+        int64_t in = at / k, out = at % k;
+        double d[4][4], half[3][4];
+        for (int a = 0; a < 16; a++) d[a / 4][a % 4] = du[a * m + at];
+        for (int i = 0; i < 3; i++)
+            for (int b = 0; b < 4; b++) half[i][b] = G[0][i] * d[0][b] + G[1][i] * d[1][b] + G[2][i] * d[2][b] + G[3][i] * d[3][b];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                dg[((out * 3 + i) * 3 + j) * c + in] = (float)(half[i][0] * G[0][j] + half[i][1] * G[1][j] +
+                                                               half[i][2] * G[2][j] + half[i][3] * G[3][j]);
+    }
+}
