@@ -159,7 +159,7 @@ def test_a_failing_compiler_is_a_one_line_reason_and_nothing_cached(monkeypatch,
     compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("CC", str(compiler))
     monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path / "cache"))
-    assert native.status() == f"unavailable: {compiler} failed on max_pool.c, dropout.c: max_pool.c:1: error: planted"
+    assert native.status() == f"unavailable: {compiler} failed on max_pool.c, dropout.c, winograd.c: max_pool.c:1: error: planted"
     assert list((tmp_path / "cache").iterdir()) == []  # the scratch directory is gone, no library half-written
 
 

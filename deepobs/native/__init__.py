@@ -20,6 +20,12 @@
   The forward runs either so or as (weight @ x.T).T (oneDNN then packs x, not the weight), whichever this
   machine runs faster for the shape, timed at its first use (`product_choices()`): the same bits.
   Not where MKL runs its AVX2 branch on a non-Intel CPU (deepobs/mkl_paths.py): MKL is faster there.
+- `winograd` (C, `winograd.c`, and MKL's products): 3x3 stride-1 convolutions with at least 128 channels
+  in and out as Winograd F(2x2, 3x3), forward, input gradient and weight gradient, training and evaluation
+  (eager, or one opaque op in a compiled graph; kernels transformed once an evaluation pass in a
+  FrozenWeights block). 2.25x fewer multiplications than oneDNN's direct convolution; 1.3-1.8x faster at
+  those shapes here, and its round-off against float64 2-4x smaller (tests/test_native.py). Not bit-identical
+  to oneDNN's: chosen by a rule on the shape (`winograd_applies`), never by a timing.
 - `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
   counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
   one serial mt19937 stream (9.5 ns a number). Same rule (keep `1 / (1 - p)` where u >= p); the draws are
@@ -30,8 +36,9 @@
   each way, the mask drawn again from its key in the backward instead of kept; the same bits as the two
   layers (`deepobs.layers.SequentialFusingDropout` runs it for the VAE's and All-CNN-C's pairs).
 
-`DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches them off: the pool and conv values are the
-same, the dropout masks come from torch's generator (another random stream, the same distribution).
+`DEEPOBS_NATIVE=0` or the runner's `--no-native-kernels` switches them off: the pool values are the same, the
+convolutions Winograd took run on oneDNN (other round-off), the dropout masks come from torch's generator
+(another random stream, the same distribution).
 """
 from __future__ import annotations
 
