@@ -146,10 +146,11 @@ def test_a_missing_compiler_is_one_warning_and_aten(monkeypatch, tmp_path, fresh
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path))
     x = nhwc(torch.randn(2, 16, 8, 8)).requires_grad_()
-    with pytest.warns(RuntimeWarning, match=r"torch's own max pool and dropout draws instead \(no C compiler \('no-such-compiler' not found"):
+    with pytest.warns(RuntimeWarning, match=r"torch's own max pool, convolutions and dropout draws instead \(no C compiler \('no-such-compiler' not found"):
         assert not native.max_pool_applies(x)
     assert native.status() == "unavailable: no C compiler ('no-such-compiler' not found; set CC)"
     assert torch.equal(MaxPool2dSame(2, 2)(x), torch.nn.functional.max_pool2d(x, 2, 2))
+    assert not native.winograd_applies(torch.empty(2, 128, 8, 8), torch.empty(128, 128, 3, 3), 1, (1, 1), 1, 1)
 
 
 def test_a_failing_compiler_is_a_one_line_reason_and_nothing_cached(monkeypatch, tmp_path, fresh_build_state):

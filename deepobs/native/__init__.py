@@ -125,7 +125,7 @@ def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
 
 @functools.cache
 def _warn_once(reason: str) -> None:
-    warnings.warn(f"deepobs.native: running torch's own max pool and dropout draws instead ({reason})",
+    warnings.warn(f"deepobs.native: running torch's own max pool, convolutions and dropout draws instead ({reason})",
                   RuntimeWarning, stacklevel=4)
 
 
