@@ -279,7 +279,8 @@ class _WinogradConv(torch.autograd.Function):
     """A 3x3 stride-1 convolution whose forward and gradients run as Winograd F(2x2, 3x3) (deepobs.native):
     the input gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the
     flipped kernels, in and out swapped; the weight gradient sums the transformed input tiles times the
-    transformed output gradients over the tiles. A create_graph backward runs autograd's own formulas."""
+    transformed output gradients over the tiles (oneDNN's where there are few tiles,
+    `native.winograd_weight_gradient_pays`). A create_graph backward runs autograd's own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
@@ -297,10 +298,13 @@ class _WinogradConv(torch.autograd.Function):
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = native.winograd(grad, native.winograd_weight(weight, for_input_gradient=True), None, 2 - padding)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and native.winograd_weight_gradient_pays(x, padding):
             grad_weight = native.winograd_weight_gradient(x, grad, padding)
             if not weight.is_contiguous(memory_format=torch.channels_last):
                 grad_weight = grad_weight.contiguous()
+        elif ctx.needs_input_grad[1]:
+            grad_weight = torch.ops.aten.convolution_backward(grad, channels_last(x), weight, None, [1, 1], [padding] * 2,
+                                                              [1, 1], False, [0, 0], 1, [False, True, False])[1]
         if bias is not None and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None

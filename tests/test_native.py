@@ -227,9 +227,10 @@ def test_conv_relu_with_gradients_or_a_hooked_child_runs_its_children(monkeypatc
 
 
 # Winograd F(2x2, 3x3): (batch, in, out, height, width, padding). Odd sizes leave half tiles at the edges,
-# padding 0 and 2 read past the input on no side / two rows per side, a 1x1 input is nearly all padding.
-WINOGRAD_CASES = [(2, 128, 144, 7, 9, 1), (3, 128, 128, 8, 8, 0), (2, 160, 128, 5, 6, 2), (1, 128, 128, 1, 1, 1),
-                  (2, 256, 128, 11, 4, 1)]
+# padding 0 and 2 read past the input on no side / two rows per side, a 1x1 input is nearly all padding. The
+# first case has more tiles (168) than input channels: its weight gradient runs Winograd too, the others' oneDNN.
+WINOGRAD_CASES = [(4, 128, 144, 13, 11, 1), (2, 128, 144, 7, 9, 1), (3, 128, 128, 8, 8, 0), (2, 160, 128, 5, 6, 2),
+                  (1, 128, 128, 1, 1, 1), (2, 256, 128, 11, 4, 1)]
 # The worst round-off against float64 over the forward and every gradient, as a share of the largest value,
 # measured here on the cases above: 3.5e-7-6.0e-7 (oneDNN's direct convolution: 2.0e-7-1.4e-6).
 WINOGRAD_ROUNDOFF = 2e-6
@@ -269,8 +270,9 @@ def layers_conv2d(x, weight, bias, padding):
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
 def test_the_winograd_convolution_and_its_gradients_are_the_convolutions(case):
     n, inputs_, outputs, height, width, padding = case
-    assert native.winograd_applies(torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 3, 3),
-                                   1, (padding, padding), 1, 1)
+    x = torch.empty(n, inputs_, height, width)
+    assert native.winograd_applies(x, torch.empty(outputs, inputs_, 3, 3), 1, (padding, padding), 1, 1)
+    assert native.winograd_weight_gradient_pays(x, padding) == (case == WINOGRAD_CASES[0])
     assert is_the_convolution(layers_conv2d, case)
 
 
