@@ -47,9 +47,9 @@ TOLERANCES: dict[tuple[str, str], float] = {
     # deep float32: forward W404 3.3e-6, I3 4.1e-6, V 8.0e-7; gradients V 6.5e-6; the others exceed these
     # tolerances through round-off alone and are judged as below (parity.roundoff), not by a wider tolerance.
     # Since the port's Winograd convolutions (2026-12-03, deepobs.native): forward V 2.9e-6-3.9e-6 (a conv),
-    # gradients V 1.2e-5 (1.1e-5 before), W404 and I3 as before. The two frameworks no longer sum in oneDNN's one order, so
-    # the reference's own direct-convolution round-off (1e-6-3e-6 against float64 at VGG's shapes; the
-    # port's Winograd 4e-7-8e-7) shows; no tolerance changed.
+    # gradients V 1.2e-5 (1.1e-5 before), W404 and I3 as before. The two frameworks no longer sum in oneDNN's
+    # one order, so the reference's own direct-convolution round-off (1e-6-3e-6 against float64 at VGG's
+    # shapes; the port's Winograd 4e-7-8e-7) shows; no tolerance changed.
 }
 # float32 on the deep BN nets (W404: 40 layers, I3: 96 conv-BN layers), measured on batch 0, seed 0:
 # - train_mode: batch-statistics BN amplifies round-off layer by layer: W404 1.2e-5 at its last units,
