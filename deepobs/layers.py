@@ -303,8 +303,9 @@ class _WinogradConv(torch.autograd.Function):
             if not weight.is_contiguous(memory_format=torch.channels_last):
                 grad_weight = grad_weight.contiguous()
         elif ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.aten.convolution_backward(grad, channels_last(x), weight, None, [1, 1], [padding] * 2,
-                                                              [1, 1], False, [0, 0], 1, [False, True, False])[1]
+            grad_weight = torch.ops.aten.convolution_backward(
+                grad, channels_last(x), weight, None, [1, 1], [padding] * 2, [1, 1], False, [0, 0], 1,
+                [False, True, False])[1]
         if bias is not None and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None

@@ -300,9 +300,8 @@ def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
         monkeypatch.setattr(native, "winograd", lambda x, transformed, bias, padding, relu=False: winograd(
             x.roll(1, 2), transformed, bias, padding, relu))
     else:
-        weight_of = native.winograd_weight
-        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * torch.tensor(
-            [1.0] * 5 + [-1.0] + [1.0] * 10).view(16, 1, 1))
+        weight_of, signs = native.winograd_weight, torch.tensor([1.0] * 5 + [-1.0] + [1.0] * 10).view(16, 1, 1)
+        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * signs)
     assert not is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
 
 

@@ -624,8 +624,8 @@ def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) 
         inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
         gradients = tile_gradients[:16 * (last - first) * outputs].view(16, last - first, outputs)
         library.winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
-        library.winograd_output_gradient(_pointer(grad), _pointer(gradients),
-                                         *_long(n, out_height, out_width, outputs, tile_rows, tile_columns, first, last))
+        library.winograd_output_gradient(_pointer(grad), _pointer(gradients), *_long(
+            n, out_height, out_width, outputs, tile_rows, tile_columns, first, last))
         for position in range(16):
             summed[position].addmm_(inputs[position].t(), gradients[position])
     weight_grad = torch.empty((outputs, channels, 3, 3), dtype=x.dtype, memory_format=torch.channels_last)
