@@ -34,8 +34,9 @@ def cpu_flags() -> str:
     return platform.processor() if flags is None else flags
 
 
-def build_library(sources: Sequence[Path], flags: Sequence[str], stem: str) -> Path:
-    """The shared library built from `sources` with `flags` (cached); NativeBuildError says why there is none."""
+def build_library(sources: Sequence[Path], flags: Sequence[str], stem: str, headers: Sequence[Path] = ()) -> Path:
+    """The shared library built from `sources` with `flags` (cached; the `headers` they include count in the
+    cache key); NativeBuildError says why there is none."""
     if platform.system() != "Linux":
         raise NativeBuildError(f"built on Linux only, not {platform.system()}")
     compiler = os.environ.get("CC", "cc")
@@ -43,14 +44,15 @@ def build_library(sources: Sequence[Path], flags: Sequence[str], stem: str) -> P
         raise NativeBuildError(f"no C compiler ({compiler!r} not found; set CC)")
     cache = Path(os.environ.get("DEEPOBS_NATIVE_CACHE", Path.home() / ".cache" / "deepobs-torch"))
     try:
-        return _build(cache, compiler, sources, flags, stem)
+        return _build(cache, compiler, sources, flags, stem, headers)
     except (OSError, subprocess.SubprocessError) as error:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
 
 
-def _build(cache: Path, compiler: str, sources: Sequence[Path], flags: Sequence[str], stem: str) -> Path:
+def _build(cache: Path, compiler: str, sources: Sequence[Path], flags: Sequence[str], stem: str,
+           headers: Sequence[Path]) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    texts = [source.read_text() for source in sources]
+    texts = [path.read_text() for path in (*sources, *headers)]
     key = hashlib.sha256("\0".join([*texts, compiler, version, *flags, cpu_flags()]).encode())
     target = cache / f"{stem}-{key.hexdigest()[:16]}.so"
     if target.exists():

@@ -1,7 +1,9 @@
 """deepobs.native against torch: the max pool bit for bit with aten's, the dropout masks against TF's Philox and
-the layer's own rule, and the paths that fall back to torch's own kernels."""
+the layer's own rule, the Winograd convolutions against float64, and the paths that fall back to torch's own
+kernels."""
 from __future__ import annotations
 
+import ctypes
 import platform
 import stat
 import sys
@@ -172,6 +174,20 @@ def test_the_library_is_built_once_per_source_and_cpu(monkeypatch, tmp_path, fre
     native._load.cache_clear()
     assert native.status() == "built"
     assert list(tmp_path.glob("native-*.so")) == [library] and library.stat().st_mtime_ns == built_at
+
+
+def test_a_changed_header_rebuilds_the_library(monkeypatch, tmp_path):
+    """The kernels share vectors.h: the cache key holds the headers' text as well as the sources'."""
+    if cbuild.shutil.which(cbuild.os.environ.get("CC", "cc")) is None or platform.system() != "Linux":
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("DEEPOBS_NATIVE_CACHE", str(tmp_path / "cache"))
+    source, header = tmp_path / "value.c", tmp_path / "value.h"
+    source.write_text('#include "value.h"\nint value(void) { return VALUE; }\n')
+    built = []
+    for value in (1, 2):
+        header.write_text(f"#define VALUE {value}\n")
+        built.append(cbuild.build_library((source,), ("-O2", "-shared", "-fPIC"), "value", (header,)))
+    assert built[0] != built[1] and ctypes.CDLL(str(built[1])).value() == 2
 
 
 # (conv, input size): 'SAME' stride 1 (padding inside the primitive), 'SAME' stride 2 (asymmetric: padded

@@ -50,7 +50,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -58,6 +58,7 @@ from deepobs import mkl_paths
 from deepobs.cbuild import NativeBuildError, build_library
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("max_pool.c", "dropout.c", "winograd.c"))
+HEADERS = (Path(__file__).with_name("vectors.h"),)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC")
 # max_pool.c's limits: channels in whole vectors of any width it is built for (16, 8 or 4 floats), at most 2048.
 CHANNEL_MULTIPLE, MAX_CHANNELS = 16, 2048
@@ -110,7 +111,7 @@ def _library() -> ctypes.CDLL:
 
 def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
     """The library built with `flags` (another -march in tests/test_native.py: other vector widths), loaded."""
-    path = build_library(SOURCES, flags, "native")
+    path = build_library(SOURCES, flags, "native", HEADERS)
     try:
         library = ctypes.CDLL(str(path))
     except OSError as error:
@@ -566,34 +567,51 @@ def winograd(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor | No
     `padding` on every side, + bias, then ReLU where asked; channels_last. In chunks of tiles, so the
     transformed tiles never take more than WINOGRAD_CHUNK_BYTES."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
-    (n, channels, height, width), outputs = x.shape, transformed.shape[2]
-    out_height, out_width, tile_rows, tile_columns, tiles, chunk = _tiling(x, padding, outputs)
-    tile_inputs, tile_products = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
-    out = torch.empty((n, outputs, out_height, out_width), dtype=x.dtype, memory_format=torch.channels_last)
+    outputs = transformed.shape[2]
+    tiling = _tiling(x, padding, outputs)
+    out = torch.empty((x.shape[0], outputs, tiling.out_height, tiling.out_width), dtype=x.dtype,
+                      memory_format=torch.channels_last)
     bias = None if bias is None else bias.detach().contiguous()  # kept alive while the kernels read it
     bias_pointer = None if bias is None else _pointer(bias)
-    library, geometry = _library(), _long(n, height, width, channels, padding, padding, tile_rows, tile_columns)
-    for first in range(0, tiles, chunk):
-        last = min(tiles, first + chunk)
-        inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
-        products = tile_products[:16 * (last - first) * outputs].view(16, last - first, outputs)
-        library.winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
+    for first, last, inputs, products in _transformed_chunks(x, padding, tiling, outputs):
         for position in range(16):
             torch.mm(inputs[position], transformed[position], out=products[position])
-        library.winograd_output(_pointer(products), bias_pointer, _pointer(out),
-                                *_long(n, out_height, out_width, outputs, tile_rows, tile_columns),
-                                ctypes.c_int(relu), *_long(first, last))
+        _library().winograd_output(_pointer(products), bias_pointer, _pointer(out),
+                                   *_long(x.shape[0], tiling.out_height, tiling.out_width, outputs, tiling.rows,
+                                          tiling.columns), ctypes.c_int(relu), *_long(first, last))
     return out
 
 
-def _tiling(x: torch.Tensor, padding: int, outputs: int):
-    """(output height, width, tile rows, columns, tiles, tiles a chunk) of a convolution of x (NCHW)."""
+class _Tiling(NamedTuple):
+    out_height: int
+    out_width: int
+    rows: int  # of tiles
+    columns: int
+    tiles: int
+    chunk: int  # tiles a chunk
+
+
+def _tiling(x: torch.Tensor, padding: int, outputs: int) -> _Tiling:
+    """The 2x2 output tiles of a convolution of x (NCHW) with `outputs` channels, and how many go in a chunk."""
     (n, channels, height, width) = x.shape
     out_height, out_width = height + 2 * padding - 2, width + 2 * padding - 2
-    tile_rows, tile_columns = -(-out_height // 2), -(-out_width // 2)
-    tiles = n * tile_rows * tile_columns
+    rows, columns = -(-out_height // 2), -(-out_width // 2)
+    tiles = n * rows * columns
     chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // (16 * 4 * (channels + outputs))))
-    return out_height, out_width, tile_rows, tile_columns, tiles, chunk
+    return _Tiling(out_height, out_width, rows, columns, tiles, chunk)
+
+
+def _transformed_chunks(x: torch.Tensor, padding: int, tiling: _Tiling, outputs: int):
+    """For each chunk of tiles: (first tile, last + 1, the chunk's transformed input tiles [16, tiles, in],
+    a buffer [16, tiles, outputs]); both buffers are reused from chunk to chunk."""
+    (n, channels, height, width), chunk = x.shape, tiling.chunk
+    tile_inputs, tile_outputs = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
+    geometry = _long(n, height, width, channels, padding, padding, tiling.rows, tiling.columns)
+    for first in range(0, tiling.tiles, chunk):
+        last = min(tiling.tiles, first + chunk)
+        inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
+        _library().winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
+        yield first, last, inputs, tile_outputs[:16 * (last - first) * outputs].view(16, last - first, outputs)
 
 
 def _pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
@@ -605,7 +623,7 @@ def winograd_weight_gradient_pays(x: torch.Tensor, padding: int) -> bool:
     its fixed part (the 16 C x K products' outputs and their transform back) outweighs what the products
     save. Here: VGG's 512 -> 512 at 14x14, batch 16 (784 tiles), 37.4 -> 25.2 ms; WRN-40-4's 256 -> 256 at
     8x8, batch 16 (256 tiles), 2.80 -> 3.33 ms, its 128 -> 128 at 16x16 (1,024 tiles) 3.39 -> 2.21 ms."""
-    return _tiling(x, padding, 0)[4] > x.shape[1]
+    return _tiling(x, padding, 0).tiles > x.shape[1]
 
 
 def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) -> torch.Tensor:
@@ -614,22 +632,16 @@ def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) 
     input tiles with the transformed output gradients, summed over the tiles, in chunks of tiles."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
     grad = grad.detach().contiguous(memory_format=torch.channels_last)
-    (n, channels, height, width), outputs = x.shape, grad.shape[1]
-    out_height, out_width, tile_rows, tile_columns, tiles, chunk = _tiling(x, padding, outputs)
-    tile_inputs, tile_gradients = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
+    channels, outputs = x.shape[1], grad.shape[1]
+    tiling = _tiling(x, padding, outputs)
     summed = x.new_zeros((16, channels, outputs))
-    library, geometry = _library(), _long(n, height, width, channels, padding, padding, tile_rows, tile_columns)
-    for first in range(0, tiles, chunk):
-        last = min(tiles, first + chunk)
-        inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
-        gradients = tile_gradients[:16 * (last - first) * outputs].view(16, last - first, outputs)
-        library.winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
-        library.winograd_output_gradient(_pointer(grad), _pointer(gradients), *_long(
-            n, out_height, out_width, outputs, tile_rows, tile_columns, first, last))
+    for first, last, inputs, gradients in _transformed_chunks(x, padding, tiling, outputs):
+        _library().winograd_output_gradient(_pointer(grad), _pointer(gradients), *_long(
+            x.shape[0], tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns, first, last))
         for position in range(16):
             summed[position].addmm_(inputs[position].t(), gradients[position])
     weight_grad = torch.empty((outputs, channels, 3, 3), dtype=x.dtype, memory_format=torch.channels_last)
-    library.winograd_weight_gradient(_pointer(summed), _pointer(weight_grad), *_long(channels, outputs))
+    _library().winograd_weight_gradient(_pointer(summed), _pointer(weight_grad), *_long(channels, outputs))
     return weight_grad
 
 

@@ -16,20 +16,14 @@
 
 #define COUNTERS 16  /* a block's counters: part of the stream's definition above, whatever the vector width */
 #define BLOCK (4 * COUNTERS)
-/* Words per vector: the widest the target has (wider generic vectors are split by GCC, partly into scalar
- * code: 16 lanes built for an AVX2 CPU; see max_pool.c). A block is computed as PIECES vectors per word. */
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX2__)
-#define LANES 8
+/* Words per vector: the widest the target has (vectors.h). A block is computed as PIECES vectors per word. */
+#include "vectors.h"
+#if LANES == 8
 #include <immintrin.h>
-#else
-#define LANES 4
 #endif
 #define PIECES (COUNTERS / LANES)
 typedef uint32_t words __attribute__((vector_size(LANES * sizeof(uint32_t))));
 typedef uint64_t wide __attribute__((vector_size(LANES * sizeof(uint64_t))));
-typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
 
 /* The high and low words of a * m, lane by lane. On AVX2 with vpmuludq (32 x 32 -> 64 bits) by hand: GCC
  * spells the generic 64-bit product by a constant as shifts and adds there, 6 ms for the VAE's 2.8M mask

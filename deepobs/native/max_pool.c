@@ -14,21 +14,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Floats per vector: the widest the target has. Wider generic vectors are split by GCC, their compares into
- * scalar ones: 16 lanes built for an AVX2 CPU ran the pool 9x slower than aten (docs/benchmarks.md). The
- * caller's channel multiple (16) is a multiple of each. */
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX2__)
-#define LANES 8
-#else
-#define LANES 4
-#endif
-#define MAX_CHANNELS 2048
-typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
-typedef int32_t ints __attribute__((vector_size(LANES * sizeof(int32_t))));
+#include "vectors.h"  /* floats per vector: the widest the target has */
 
-static inline floats load(const float *from) { floats v; memcpy(&v, from, sizeof v); return v; }
+#define MAX_CHANNELS 2048
 static inline ints load_ints(const int32_t *from) { ints v; memcpy(&v, from, sizeof v); return v; }
 static inline floats pick(ints mask, floats yes, floats no) { return (floats)(((ints)yes & mask) | ((ints)no & ~mask)); }
 

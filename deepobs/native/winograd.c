@@ -13,24 +13,15 @@
  * t / (th tw), tile row (t / tw) % th, tile column t % tw; its patch starts at row 2 i - top, column 2 j - left,
  * zeros outside the input. The caller guarantees C % 16 == 0 and K % 16 == 0.
  */
-#include <stdint.h>
-#include <string.h>
+#include "vectors.h"  /* floats per vector: the widest the target has */
 
-/* Floats per vector: the widest the target has (GCC splits wider generic vectors, their compares into scalar
- * ones; see max_pool.c). The caller's channel multiple (16) is a multiple of each. */
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX2__)
-#define LANES 8
-#else
-#define LANES 4
-#endif
-typedef float floats __attribute__((vector_size(LANES * sizeof(float))));
-typedef int32_t ints __attribute__((vector_size(LANES * sizeof(int32_t))));
-
-static inline floats load(const float *from) { floats v; memcpy(&v, from, sizeof v); return v; }
-static inline void store(float *to, floats v) { memcpy(to, &v, sizeof v); }
 static inline floats relu(floats v) { floats zero = {0}; return (floats)((ints)v & ~(v <= zero)); }  /* NaN stays */
+
+/* The address of pixel (row, column) of an image in an N x h x w x c tensor; NULL outside the image. */
+static inline const float *pixel(const float *base, int64_t image, int64_t row, int64_t column, int64_t h,
+                                 int64_t w, int64_t c) {
+    return row >= 0 && row < h && column >= 0 && column < w ? base + ((image * h + row) * w + column) * c : NULL;
+}
 
 /* B^T d B's row (or column) step: [d0 - d2, d1 + d2, d2 - d1, d1 - d3]. */
 #define INPUT_STEP(d0, d1, d2, d3, out) \
@@ -61,11 +52,7 @@ void winograd_input(const float *x, float *v, int64_t n, int64_t h, int64_t w, i
         int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
         const float *patch[4][4];
         for (int r = 0; r < 4; r++)
-            for (int q = 0; q < 4; q++) {
-                int64_t row = 2 * i - top + r, column = 2 * j - left + q;
-                patch[r][q] = row >= 0 && row < h && column >= 0 && column < w
-                                  ? x + ((image * h + row) * w + column) * c : NULL;
-            }
+            for (int q = 0; q < 4; q++) patch[r][q] = pixel(x, image, 2 * i - top + r, 2 * j - left + q, h, w, c);
         float *out = v + (t - t0) * c;
         for (int64_t ch = 0; ch < c; ch += LANES) {
             floats d[4][4], rows[4][4], tile[4];
@@ -126,10 +113,7 @@ void winograd_output_gradient(const float *dy, float *dm, int64_t n, int64_t ho,
         int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
         const float *at[2][2];
         for (int r = 0; r < 2; r++)
-            for (int q = 0; q < 2; q++) {
-                int64_t row = 2 * i + r, column = 2 * j + q;
-                at[r][q] = row < ho && column < wo ? dy + ((image * ho + row) * wo + column) * k : NULL;
-            }
+            for (int q = 0; q < 2; q++) at[r][q] = pixel(dy, image, 2 * i + r, 2 * j + q, ho, wo, k);
         float *out = dm + (t - t0) * k;
         for (int64_t ch = 0; ch < k; ch += LANES) {
             floats g[2][2], spread[4][2];
