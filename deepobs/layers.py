@@ -278,15 +278,15 @@ def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 class _WinogradConv(torch.autograd.Function):
     """A 3x3 stride-1 convolution whose forward and gradients run as Winograd F(2x2, 3x3) (deepobs.native):
     the input gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the
-    flipped kernels, in and out swapped; the weight gradient sums the transformed input tiles times the
+    flipped kernels, in and out swapped (the forward's transform, its positions permuted); the weight gradient sums the transformed input tiles times the
     transformed output gradients over the tiles (oneDNN's where there are few tiles,
     `native.winograd_weight_gradient_pays`). A create_graph backward runs autograd's own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
         ctx.save_for_backward(x, weight, bias)
-        ctx.padding = padding
-        return native.winograd(x, native.winograd_weight(weight), bias, padding)
+        ctx.padding, ctx.transformed = padding, native.winograd_weight(weight)
+        return native.winograd(x, ctx.transformed, bias, padding)
 
     @staticmethod
     def backward(ctx, grad):
@@ -297,7 +297,7 @@ class _WinogradConv(torch.autograd.Function):
         grad = channels_last(grad)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = native.winograd(grad, native.winograd_weight(weight, for_input_gradient=True), None, 2 - padding)
+            grad_x = native.winograd(grad, native.flipped_transform(ctx.transformed), None, 2 - padding)
         if ctx.needs_input_grad[1] and native.winograd_weight_gradient_pays(x, padding):
             grad_weight = native.winograd_weight_gradient(x, grad, padding)
             if not weight.is_contiguous(memory_format=torch.channels_last):

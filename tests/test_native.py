@@ -307,10 +307,8 @@ def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
         weight_gradient = native.winograd_weight_gradient
         monkeypatch.setattr(native, "winograd_weight_gradient", lambda x, grad, padding: weight_gradient(
             x, grad.roll(1, 3), padding))
-    elif plant == "input gradient with the unflipped kernel":
-        weight_of = native.winograd_weight
-        monkeypatch.setattr(native, "winograd_weight", lambda weight, for_input_gradient=False: weight_of(
-            weight.transpose(0, 1) if for_input_gradient else weight))
+    elif plant == "input gradient with the unflipped kernel":  # in and out swapped, positions not permuted
+        monkeypatch.setattr(native, "flipped_transform", lambda transformed: [m.t() for m in transformed])
     elif plant == "patch one row off":
         winograd = native.winograd
         monkeypatch.setattr(native, "winograd", lambda x, transformed, bias, padding, relu=False: winograd(
@@ -319,6 +317,16 @@ def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
         weight_of, signs = native.winograd_weight, torch.tensor([1.0] * 5 + [-1.0] + [1.0] * 10).view(16, 1, 1)
         monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * signs)
     assert not is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_flipped_transform_is_the_flipped_kernels_transform_bit_for_bit():
+    """The input gradient's kernels come from the forward's transform, its positions permuted (G J = P G)."""
+    weight = nhwc(torch.randn(48, 32, 3, 3) * torch.logspace(-3, 3, 48).view(48, 1, 1, 1))
+    direct = native.winograd_weight(weight, for_input_gradient=True)
+    permuted = native.flipped_transform(native.winograd_weight(weight))
+    assert all(same_bits(direct[position], permuted[position]) for position in range(16))
+    assert not same_bits(direct[0], native.winograd_weight(weight)[0].t())  # the permutation matters
 
 
 def test_the_direct_convolution_passes_the_winograd_check(monkeypatch):

@@ -551,6 +551,18 @@ def winograd_applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dil
             and (torch.compiler.is_compiling() or _built()))
 
 
+# G J = P G (J reverses a kernel's rows or columns, P swaps positions 0 and 3): the flipped kernels' transforms
+# are the kernels' own, their 4x4 positions permuted so.
+FLIPPED_POSITIONS = (3, 1, 2, 0)
+
+
+def flipped_transform(transformed: torch.Tensor) -> list[torch.Tensor]:
+    """What `winograd_weight(weight, for_input_gradient=True)` gives, from `winograd_weight(weight)`'s result
+    without a transform or a copy: 16 views [out, in] (each in the kernels' exact transform rounded once, the
+    same values)."""
+    return [transformed[4 * FLIPPED_POSITIONS[a] + FLIPPED_POSITIONS[b]].t() for a in range(4) for b in range(4)]
+
+
 def winograd_weight(weight: torch.Tensor, for_input_gradient: bool = False) -> torch.Tensor:
     """G g G^T of each kernel, [16, in, out]; `for_input_gradient`: of the flipped kernels with in and out
     swapped ([16, out, in]), the convolution that gives a convolution's input gradient."""
@@ -561,13 +573,13 @@ def winograd_weight(weight: torch.Tensor, for_input_gradient: bool = False) -> t
     return transformed
 
 
-def winograd(x: torch.Tensor, transformed: torch.Tensor, bias: torch.Tensor | None, padding: int,
+def winograd(x: torch.Tensor, transformed, bias: torch.Tensor | None, padding: int,
              relu: bool = False) -> torch.Tensor:
-    """The convolution of x (NCHW, any layout) with the kernels `winograd_weight` transformed, zero-padded by
-    `padding` on every side, + bias, then ReLU where asked; channels_last. In chunks of tiles, so the
-    transformed tiles never take more than WINOGRAD_CHUNK_BYTES."""
+    """The convolution of x (NCHW, any layout) with the kernels `winograd_weight` transformed (a [16, in, out]
+    tensor or 16 [in, out] matrices), zero-padded by `padding` on every side, + bias, then ReLU where asked;
+    channels_last. In chunks of tiles, so the transformed tiles never take more than WINOGRAD_CHUNK_BYTES."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
-    outputs = transformed.shape[2]
+    outputs = transformed[0].shape[1]
     tiling = _tiling(x, padding, outputs)
     out = torch.empty((x.shape[0], outputs, tiling.out_height, tiling.out_width), dtype=x.dtype,
                       memory_format=torch.channels_last)

@@ -27,19 +27,26 @@ static inline const float *pixel(const float *base, int64_t image, int64_t row, 
 #define INPUT_STEP(d0, d1, d2, d3, out) \
     do { out[0] = d0 - d2; out[1] = d1 + d2; out[2] = d2 - d1; out[3] = d1 - d3; } while (0)
 
-/* u[16][m] = G g G^T for each of the m = C x K kernels g[3][3][m]; G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
+/* u[16][m] = G g G^T for each of the m = C x K kernels g[3][3][m]; G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]].
+ * In blocks of kernels, the innermost loops over a block so they run as vectors. Every product by G is exact,
+ * and so are a kernel's sums in double unless its values span more than 2^29: each u is G g G^T rounded once. */
+#define KERNEL_BLOCK 64
 void winograd_weight(const float *g, float *u, int64_t m) {
     static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
     #pragma omp parallel for schedule(static)
-    for (int64_t at = 0; at < m; at++) {
-        double gg[3][3], half[4][3];
-        for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 3; j++) gg[i][j] = g[(3 * i + j) * m + at];
+    for (int64_t first = 0; first < m; first += KERNEL_BLOCK) {
+        int64_t count = m - first < KERNEL_BLOCK ? m - first : KERNEL_BLOCK;
+        double half[4][3][KERNEL_BLOCK];
         for (int a = 0; a < 4; a++)
-            for (int j = 0; j < 3; j++) half[a][j] = G[a][0] * gg[0][j] + G[a][1] * gg[1][j] + G[a][2] * gg[2][j];
+            for (int j = 0; j < 3; j++)
+                for (int64_t e = 0; e < count; e++)
+                    half[a][j][e] = G[a][0] * g[j * m + first + e] + G[a][1] * g[(3 + j) * m + first + e] +
+                                    G[a][2] * g[(6 + j) * m + first + e];
         for (int a = 0; a < 4; a++)
             for (int b = 0; b < 4; b++)
-                u[(4 * a + b) * m + at] = (float)(half[a][0] * G[b][0] + half[a][1] * G[b][1] + half[a][2] * G[b][2]);
+                for (int64_t e = 0; e < count; e++)
+                    u[(4 * a + b) * m + first + e] =
+                        (float)(half[a][0][e] * G[b][0] + half[a][1][e] * G[b][1] + half[a][2][e] * G[b][2]);
     }
 }
 
