@@ -323,7 +323,7 @@ def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
 def test_the_flipped_transform_is_the_flipped_kernels_transform_bit_for_bit():
     """The input gradient's kernels come from the forward's transform, its positions permuted (G J = P G)."""
     weight = nhwc(torch.randn(48, 32, 3, 3) * torch.logspace(-3, 3, 48).view(48, 1, 1, 1))
-    direct = native.winograd_weight(weight, for_input_gradient=True)
+    direct = native.winograd_weight(weight.flip(2, 3).transpose(0, 1))
     permuted = native.flipped_transform(native.winograd_weight(weight))
     assert all(same_bits(direct[position], permuted[position]) for position in range(16))
     assert not same_bits(direct[0], native.winograd_weight(weight)[0].t())  # the permutation matters
@@ -881,7 +881,7 @@ MARCH_LEVELS = {"x86-64": (), "x86-64-v3": ("avx2", "fma", "bmi2", "f16c", "movb
 def _kernel_outputs() -> list[torch.Tensor]:
     """Every kernel's output on fixed inputs: Philox words, a mask, the fused activation + dropout both ways,
     a max pool with ReLU both ways (ties, -0.0 and NaN; channels of several vector widths), a Winograd
-    convolution with bias and ReLU, its kernels transformed for an input gradient and its weight gradient."""
+    convolution with bias and ReLU (its kernels' transform included) and its weight gradient."""
     x = inputs("ties, -0.0 and NaN", (3, 7, 9, 48)).permute(0, 3, 1, 2)  # NHWC memory, 48 channels
     pooled = native.max_pool(x.requires_grad_(), (3, 3), (2, 2), (1, 1), (4, 5), relu=True)
     pool_grad, = torch.autograd.grad(pooled, x, torch.arange(pooled.numel()).float().view_as(pooled))
@@ -892,7 +892,6 @@ def _kernel_outputs() -> list[torch.Tensor]:
     convolved = native.winograd(images, native.winograd_weight(kernels), torch.linspace(-1, 1, 32), 1, relu=True)
     return [native.philox_bits(1_003, key=5), native.dropout_mask(values.detach(), 0.4, 1 / 0.6, key=9),
             activated.detach(), activation_grad, pooled.detach(), pool_grad, convolved,
-            native.winograd_weight(kernels, for_input_gradient=True),
             native.winograd_weight_gradient(images, inputs("normal", (2, 32, 7, 9)), 1)]
 
 
@@ -909,6 +908,6 @@ def test_every_vector_width_gives_the_same_bits(march, monkeypatch):
                                          for flag in native.FLAGS))
     monkeypatch.setattr(native, "_library", lambda: other)
     for name, ours, theirs in zip(("words", "mask", "activation", "its gradient", "pool", "its gradient",
-                                   "winograd convolution", "its input gradient's kernels", "its weight gradient"),
+                                   "winograd convolution", "its weight gradient"),
                                   expected, _kernel_outputs()):
         assert same_bits(ours, theirs), f"{name} differs when built for -march={march}"

@@ -557,17 +557,15 @@ FLIPPED_POSITIONS = (3, 1, 2, 0)
 
 
 def flipped_transform(transformed: torch.Tensor) -> list[torch.Tensor]:
-    """What `winograd_weight(weight, for_input_gradient=True)` gives, from `winograd_weight(weight)`'s result
-    without a transform or a copy: 16 views [out, in] (each in the kernels' exact transform rounded once, the
-    same values)."""
+    """The transform of the flipped kernels with in and out swapped (the convolution that gives a convolution's
+    input gradient), from `winograd_weight(weight)`'s result without a transform or a copy: 16 views [out, in]
+    holding the values `winograd_weight(weight.flip(2, 3).transpose(0, 1))` computes."""
     return [transformed[4 * FLIPPED_POSITIONS[a] + FLIPPED_POSITIONS[b]].t() for a in range(4) for b in range(4)]
 
 
-def winograd_weight(weight: torch.Tensor, for_input_gradient: bool = False) -> torch.Tensor:
-    """G g G^T of each kernel, [16, in, out]; `for_input_gradient`: of the flipped kernels with in and out
-    swapped ([16, out, in]), the convolution that gives a convolution's input gradient."""
-    kernels = weight.flip(2, 3).permute(2, 3, 0, 1) if for_input_gradient else weight.permute(2, 3, 1, 0)
-    kernels = kernels.detach().contiguous()
+def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+    """G g G^T of each kernel of weight [out, in, 3, 3], as [16, in, out]."""
+    kernels = weight.permute(2, 3, 1, 0).detach().contiguous()
     transformed = kernels.new_empty((16, *kernels.shape[2:]))
     _library().winograd_weight(_pointer(kernels), _pointer(transformed), ctypes.c_int64(kernels[0, 0].numel()))
     return transformed
@@ -589,8 +587,8 @@ def winograd(x: torch.Tensor, transformed, bias: torch.Tensor | None, padding: i
         for position in range(16):
             torch.mm(inputs[position], transformed[position], out=products[position])
         _library().winograd_output(_pointer(products), bias_pointer, _pointer(out),
-                                   *_long(x.shape[0], tiling.out_height, tiling.out_width, outputs, tiling.rows,
-                                          tiling.columns), ctypes.c_int(relu), *_long(first, last))
+                                   *_long(tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns),
+                                   ctypes.c_int(relu), *_long(first, last))
     return out
 
 
@@ -616,9 +614,9 @@ def _tiling(x: torch.Tensor, padding: int, outputs: int) -> _Tiling:
 def _transformed_chunks(x: torch.Tensor, padding: int, tiling: _Tiling, outputs: int):
     """For each chunk of tiles: (first tile, last + 1, the chunk's transformed input tiles [16, tiles, in],
     a buffer [16, tiles, outputs]); both buffers are reused from chunk to chunk."""
-    (n, channels, height, width), chunk = x.shape, tiling.chunk
+    (_, channels, height, width), chunk = x.shape, tiling.chunk
     tile_inputs, tile_outputs = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
-    geometry = _long(n, height, width, channels, padding, padding, tiling.rows, tiling.columns)
+    geometry = _long(height, width, channels, padding, padding, tiling.rows, tiling.columns)
     for first in range(0, tiling.tiles, chunk):
         last = min(tiling.tiles, first + chunk)
         inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
@@ -649,7 +647,7 @@ def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) 
     summed = x.new_zeros((16, channels, outputs))
     for first, last, inputs, gradients in _transformed_chunks(x, padding, tiling, outputs):
         _library().winograd_output_gradient(_pointer(grad), _pointer(gradients), *_long(
-            x.shape[0], tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns, first, last))
+            tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns, first, last))
         for position in range(16):
             summed[position].addmm_(inputs[position].t(), gradients[position])
     weight_grad = torch.empty((outputs, channels, 3, 3), dtype=x.dtype, memory_format=torch.channels_last)

@@ -23,6 +23,12 @@ static inline const float *pixel(const float *base, int64_t image, int64_t row, 
     return row >= 0 && row < h && column >= 0 && column < w ? base + ((image * h + row) * w + column) * c : NULL;
 }
 
+/* Where tile t is: its image and its top-left output (row, column). Tiles run image by image, row by row. */
+typedef struct { int64_t image, row, column; } tile_place;
+static inline tile_place place_of(int64_t t, int64_t th, int64_t tw) {
+    return (tile_place){t / (th * tw), 2 * ((t / tw) % th), 2 * (t % tw)};
+}
+
 /* B^T d B's row (or column) step: [d0 - d2, d1 + d2, d2 - d1, d1 - d3]. */
 #define INPUT_STEP(d0, d1, d2, d3, out) \
     do { out[0] = d0 - d2; out[1] = d1 + d2; out[2] = d2 - d1; out[3] = d1 - d3; } while (0)
@@ -50,16 +56,16 @@ void winograd_weight(const float *g, float *u, int64_t m) {
     }
 }
 
-void winograd_input(const float *x, float *v, int64_t n, int64_t h, int64_t w, int64_t c, int64_t top,
+void winograd_input(const float *x, float *v, int64_t h, int64_t w, int64_t c, int64_t top,
                     int64_t left, int64_t th, int64_t tw, int64_t t0, int64_t t1) {
-    (void)n;
     int64_t slab = (t1 - t0) * c;
     #pragma omp parallel for schedule(static)
     for (int64_t t = t0; t < t1; t++) {
-        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
+        tile_place place = place_of(t, th, tw);
         const float *patch[4][4];
         for (int r = 0; r < 4; r++)
-            for (int q = 0; q < 4; q++) patch[r][q] = pixel(x, image, 2 * i - top + r, 2 * j - left + q, h, w, c);
+            for (int q = 0; q < 4; q++)
+                patch[r][q] = pixel(x, place.image, place.row - top + r, place.column - left + q, h, w, c);
         float *out = v + (t - t0) * c;
         for (int64_t ch = 0; ch < c; ch += LANES) {
             floats d[4][4], rows[4][4], tile[4];
@@ -79,13 +85,12 @@ void winograd_input(const float *x, float *v, int64_t n, int64_t h, int64_t w, i
 }
 
 /* y = A^T m A (+ bias, then ReLU where asked) for the tiles [t0, t1); A^T = [[1,1,1,0],[0,1,-1,-1]]. */
-void winograd_output(const float *m, const float *bias, float *y, int64_t n, int64_t ho, int64_t wo, int64_t k,
+void winograd_output(const float *m, const float *bias, float *y, int64_t ho, int64_t wo, int64_t k,
                      int64_t th, int64_t tw, int with_relu, int64_t t0, int64_t t1) {
-    (void)n;
     int64_t slab = (t1 - t0) * k;
     #pragma omp parallel for schedule(static)
     for (int64_t t = t0; t < t1; t++) {
-        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
+        tile_place place = place_of(t, th, tw);
         const float *in = m + (t - t0) * k;
         for (int64_t ch = 0; ch < k; ch += LANES) {
             floats s[4][4], top[4], bottom[4];
@@ -99,10 +104,10 @@ void winograd_output(const float *m, const float *bias, float *y, int64_t n, int
             floats shift = bias ? load(bias + ch) : (floats){0};
             for (int r = 0; r < 2; r++)
                 for (int q = 0; q < 2; q++) {
-                    int64_t row = 2 * i + r, column = 2 * j + q;
+                    int64_t row = place.row + r, column = place.column + q;
                     if (row >= ho || column >= wo) continue;
                     floats value = bias ? out[r][q] + shift : out[r][q];
-                    store(y + ((image * ho + row) * wo + column) * k + ch, with_relu ? relu(value) : value);
+                    store(y + ((place.image * ho + row) * wo + column) * k + ch, with_relu ? relu(value) : value);
                 }
         }
     }
@@ -111,21 +116,21 @@ void winograd_output(const float *m, const float *bias, float *y, int64_t n, int
 /* The weight gradient, by the same transforms: with M = sum over input channels of U (.) V and Y = A^T M A,
  * dM = A dY A^T per tile, dU = sum over tiles of V (.) dM (16 products [C x tiles] @ [tiles x K], on MKL), and
  * dg = G^T dU G. Here dM for the tiles [t0, t1) (16 slabs of (t1 - t0) x K; outputs past the edge are 0). */
-void winograd_output_gradient(const float *dy, float *dm, int64_t n, int64_t ho, int64_t wo, int64_t k,
+void winograd_output_gradient(const float *dy, float *dm, int64_t ho, int64_t wo, int64_t k,
                               int64_t th, int64_t tw, int64_t t0, int64_t t1) {
-    (void)n;
     int64_t slab = (t1 - t0) * k;
     #pragma omp parallel for schedule(static)
     for (int64_t t = t0; t < t1; t++) {
-        int64_t image = t / (th * tw), i = (t / tw) % th, j = t % tw;
-        const float *at[2][2];
+        tile_place place = place_of(t, th, tw);
+        const float *given[2][2];
         for (int r = 0; r < 2; r++)
-            for (int q = 0; q < 2; q++) at[r][q] = pixel(dy, image, 2 * i + r, 2 * j + q, ho, wo, k);
+            for (int q = 0; q < 2; q++)
+                given[r][q] = pixel(dy, place.image, place.row + r, place.column + q, ho, wo, k);
         float *out = dm + (t - t0) * k;
         for (int64_t ch = 0; ch < k; ch += LANES) {
             floats g[2][2], spread[4][2];
             for (int r = 0; r < 2; r++)
-                for (int q = 0; q < 2; q++) g[r][q] = at[r][q] ? load(at[r][q] + ch) : (floats){0};
+                for (int q = 0; q < 2; q++) g[r][q] = given[r][q] ? load(given[r][q] + ch) : (floats){0};
             for (int q = 0; q < 2; q++) {  /* A = [[1,0],[1,1],[1,-1],[0,-1]] on the rows */
                 spread[0][q] = g[0][q]; spread[1][q] = g[0][q] + g[1][q];
                 spread[2][q] = g[0][q] - g[1][q]; spread[3][q] = -g[1][q];
