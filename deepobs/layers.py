@@ -92,6 +92,9 @@ class ConvTranspose2dSame(nn.ConvTranspose2d):
         left, right = tf_same_padding(width * sw, kw, sw)
         if (sh, sw) == (1, 1):
             crop = (top, bottom, left, right)
+            padded_x, padding = _correlation_inputs(x, self.weight, crop)
+            if native.winograd_applies(padded_x, self.weight.transpose(0, 1), 1, padding, 1, 1):
+                return winograd_conv2d(padded_x, self.weight, self.bias, padding[0], flip=True)
             if torch.is_grad_enabled() and not torch.compiler.is_compiling():
                 return _StrideOneTransposedConv.apply(x, self.weight, self.bias, crop)
             return _stride_one_transposed_conv(x, self.weight, self.bias, crop)
@@ -265,22 +268,24 @@ class _PaddingPlacedConv(torch.autograd.Function):
 
 
 def winograd_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-                    relu: bool = False) -> torch.Tensor:
-    """conv2d (+ ReLU) as Winograd F(2x2, 3x3) (where `native.winograd_applies`): in a training pass through
-    `_WinogradConv`, else the bare forward."""
+                    relu: bool = False, flip: bool = False) -> torch.Tensor:
+    """conv2d (+ ReLU) as Winograd (where `native.winograd_applies`) with the kernels `weight`, or where `flip`
+    (a stride-1 transposed convolution's) `native.flipped(weight)`: in a training pass through `_WinogradConv`,
+    else the bare forward."""
     tracked = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
     if torch.is_grad_enabled() and tracked:
-        out = _WinogradConv.apply(x, weight, bias, padding)
+        out = _WinogradConv.apply(x, _flipped(weight) if flip else weight, bias, padding)
         return torch.relu(out) if relu else out
-    return native.winograd_conv(x, weight, bias, padding, relu)
+    return native.winograd_conv(x, weight, bias, padding, relu, flip)
 
 
 class _WinogradConv(torch.autograd.Function):
-    """A 3x3 stride-1 convolution whose forward and gradients run as Winograd F(2x2, 3x3) (deepobs.native):
-    the input gradient is the convolution of the output gradient, zero-padded by 2 - padding, with the
-    flipped kernels, in and out swapped (the forward's transform, its positions permuted); the weight gradient sums the transformed input tiles times the
-    transformed output gradients over the tiles (oneDNN's where there are few tiles,
-    `native.winograd_weight_gradient_pays`). A create_graph backward runs autograd's own formulas."""
+    """A 3x3 or 4x4 stride-1 convolution whose forward and gradients run as Winograd F(2x2, 3x3) or F(2x2, 4x4)
+    (deepobs.native): the input gradient is the convolution of the output gradient, zero-padded by kernel - 1 -
+    padding, with the flipped kernels, in and out swapped (`native.input_gradient_transform`); the weight
+    gradient sums the transformed input tiles times the transformed output gradients over the tiles (oneDNN's
+    where there are few tiles, `native.winograd_weight_gradient_pays`). A create_graph backward runs autograd's
+    own formulas."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
@@ -290,16 +295,17 @@ class _WinogradConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        (x, weight, bias), padding = ctx.saved_tensors, ctx.padding
+        (x, weight, bias), padding, size = ctx.saved_tensors, ctx.padding, ctx.saved_tensors[1].shape[-1]
         if torch.is_grad_enabled():  # create_graph=True: differentiable again, through the plain ops
             plain = lambda *tensors: F.conv2d(*tensors, padding=padding)  # noqa: E731
             return (*_gradients_through(plain, (x, weight, bias), grad), None)
         grad = channels_last(grad)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = native.winograd(grad, native.flipped_transform(ctx.transformed), None, 2 - padding)
-        if ctx.needs_input_grad[1] and native.winograd_weight_gradient_pays(x, padding):
-            grad_weight = native.winograd_weight_gradient(x, grad, padding)
+            kernels = native.input_gradient_transform(weight, ctx.transformed)
+            grad_x = native.winograd(grad, kernels, None, size - 1 - padding)
+        if ctx.needs_input_grad[1] and native.winograd_weight_gradient_pays(x, weight, padding):
+            grad_weight = native.winograd_weight_gradient(x, grad, size, padding)
             if not weight.is_contiguous(memory_format=torch.channels_last):
                 grad_weight = grad_weight.contiguous()
         elif ctx.needs_input_grad[1]:

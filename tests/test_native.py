@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deepobs import cbuild, mkl_paths, native
-from deepobs.layers import Conv2dSame, ConvReLU, Dense, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
+from deepobs.layers import Conv2dSame, ConvReLU, ConvTranspose2dSame, Dense, Dropout, MaxPool2dSame, MaxPoolReLU, _runs_as_one
 from deepobs.problems import PROBLEMS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel is built on Linux only")
@@ -121,7 +121,8 @@ def test_max_pool_relu_runs_its_children_once_one_is_hooked_or_replaced():
 
 def test_a_3c3d_training_run_is_the_same_with_and_without_the_kernel(monkeypatch):
     problem = PROBLEMS["cifar10_3c3d"]
-    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart)
+    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart,
+    monkeypatch.setattr(native, "winograd_applies", lambda *args: False)  # and so do the 3x3 convolutions)
     kernel_calls, max_pool = [], native.max_pool
     monkeypatch.setattr(native, "max_pool", lambda x, *args: kernel_calls.append(x.shape) or max_pool(x, *args))
     batch = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
@@ -246,20 +247,24 @@ def test_conv_relu_with_gradients_or_a_hooked_child_runs_its_children(monkeypatc
 # padding 0 and 2 read past the input on no side / two rows per side, a 1x1 input is nearly all padding. The
 # first case has more tiles (168) than input channels: its weight gradient runs Winograd too, the others' oneDNN.
 WINOGRAD_CASES = [(4, 128, 144, 13, 11, 1), (2, 128, 144, 7, 9, 1), (3, 128, 128, 8, 8, 0), (2, 160, 128, 5, 6, 2),
-                  (1, 128, 128, 1, 1, 1), (2, 256, 128, 11, 4, 1)]
+                  (1, 128, 128, 1, 1, 1), (2, 256, 128, 11, 4, 1), (3, 64, 96, 9, 7, 1)]
+# F(2x2, 4x4): whole tiles only (an even output size); padding 0 to 3. The weight gradient is oneDNN's.
+WINOGRAD_4X4_CASES = [(4, 64, 80, 13, 11, 1), (2, 64, 64, 9, 7, 0), (2, 64, 96, 3, 5, 2), (1, 64, 64, 1, 1, 3),
+                      (8, 64, 64, 15, 15, 1)]
 # The worst round-off against float64 over the forward and every gradient, as a share of the largest value,
-# measured here on the cases above: 3.5e-7-6.0e-7 (oneDNN's direct convolution: 2.0e-7-1.4e-6).
-WINOGRAD_ROUNDOFF = 2e-6
+# measured here on the cases above: 3x3 3.5e-7-6.0e-7, 4x4 1.0e-6-2.5e-6 (oneDNN's direct convolution:
+# 2.0e-7-1.4e-6 and 1.5e-7-3.6e-6).
+WINOGRAD_ROUNDOFF = {3: 2e-6, 4: 5e-6}
 
 
-def is_the_convolution(convolution, case) -> bool:
+def is_the_convolution(convolution, case, size: int = 3) -> bool:
     """Does convolution(x, weight, bias, padding) give F.conv2d's output and its three gradients (against
-    float64, within WINOGRAD_ROUNDOFF of each one's largest value) on `case`, in a training step and in an
-    evaluation forward?"""
+    float64, within WINOGRAD_ROUNDOFF of each one's largest value) on `case` with size x size kernels, in a
+    training step and in an evaluation forward?"""
     n, inputs_, outputs, height, width, padding = case
     torch.manual_seed(sum(case))
     x = nhwc(torch.randn(n, inputs_, height, width)).requires_grad_()
-    weight = (0.05 * torch.randn(outputs, inputs_, 3, 3)).requires_grad_()
+    weight = (0.05 * torch.randn(outputs, inputs_, size, size)).requires_grad_()
     bias = torch.randn(outputs).requires_grad_()
     out = convolution(x, weight, bias, padding)
     grad = torch.randn_like(out)
@@ -272,7 +277,7 @@ def is_the_convolution(convolution, case) -> bool:
 
     def close(value, reference):
         return value.shape == reference.shape and bool(
-            (value.double() - reference).abs().max() <= WINOGRAD_ROUNDOFF * reference.abs().max())
+            (value.double() - reference).abs().max() <= WINOGRAD_ROUNDOFF[size] * reference.abs().max())
     return all(close(value, reference) for value, reference in zip((out, *found, evaluated),
                                                                    (exact, *expected, exact)))
 
@@ -286,47 +291,94 @@ def layers_conv2d(x, weight, bias, padding):
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
 def test_the_winograd_convolution_and_its_gradients_are_the_convolutions(case):
     n, inputs_, outputs, height, width, padding = case
-    x = torch.empty(n, inputs_, height, width)
-    assert native.winograd_applies(x, torch.empty(outputs, inputs_, 3, 3), 1, (padding, padding), 1, 1)
-    assert native.winograd_weight_gradient_pays(x, padding) == (case == WINOGRAD_CASES[0])
+    x, weight = torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 3, 3)
+    assert native.winograd_applies(x, weight, 1, (padding, padding), 1, 1)
+    assert native.winograd_weight_gradient_pays(x, weight, padding) == (case == WINOGRAD_CASES[0])
     assert is_the_convolution(layers_conv2d, case)
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
-def test_the_winograd_convolution_in_chunks_of_three_tiles_is_the_convolution(monkeypatch):
-    """Chunks that end inside a row of tiles and inside an image."""
-    monkeypatch.setattr(native, "WINOGRAD_CHUNK_BYTES", 3 * 16 * 4 * (128 + 144))
-    assert is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+@pytest.mark.parametrize("case", WINOGRAD_4X4_CASES)
+def test_the_4x4_winograd_convolution_and_its_gradients_are_the_convolutions(case):
+    n, inputs_, outputs, height, width, padding = case
+    x, weight = torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 4, 4)
+    assert native.winograd_applies(x, weight, 1, (padding, padding), 1, 1)
+    assert not native.winograd_weight_gradient_pays(x, weight, padding)
+    assert is_the_convolution(layers_conv2d, case, 4)
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_vaes_stride_one_transposed_convolution_runs_winograd_and_is_tfs():
+    """ConvTranspose2dSame(64, 64, 4, 1) (TF's conv2d_transpose 'same': the full transposed convolution cropped by
+    (1, 2)) as F(2x2, 4x4) of the flipped kernels: its output and gradients against float64, its evaluation
+    (eager, frozen, compiled) the training forward's bits."""
+    torch.manual_seed(3)
+    layer = ConvTranspose2dSame(64, 64, 4, 1).to(memory_format=torch.channels_last)
+    x = nhwc(torch.randn(4, 64, 14, 14)).requires_grad_()
+    out = layer(x)
+    assert out.grad_fn.name().startswith("_WinogradConvBackward")
+    grad = torch.randn_like(out)
+    found = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
+    exact_x, exact_weight, exact_bias = (t.detach().double().requires_grad_() for t in (x, layer.weight, layer.bias))
+    full = torch.nn.functional.conv_transpose2d(exact_x, exact_weight, exact_bias)  # 17x17
+    exact = full[..., 1:15, 1:15]
+    expected = torch.autograd.grad(exact, (exact_x, exact_weight, exact_bias), grad.double())
+    for value, reference in zip((out, *found), (exact, *expected)):
+        assert (value.double() - reference).abs().max() <= WINOGRAD_ROUNDOFF[4] * reference.abs().max()
+    compiled, frozen = torch.compile(layer, fullgraph=True), native.FrozenWeights()
+    with torch.no_grad():
+        assert same_bits(layer(x), out.detach())
+        with frozen:
+            assert same_bits(compiled(x), out.detach()) and same_bits(layer(x), out.detach())
+            assert len(frozen._made) == 1
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+def test_the_winograd_convolution_in_blocks_and_chunks_of_three_tiles_is_the_convolution(monkeypatch):
+    """Blocks (the forward and input gradient) and chunks (the weight gradient) that end inside a row of tiles
+    and inside an image."""
+    monkeypatch.setattr(native, "WINOGRAD_BLOCK_BYTES", 3 * 16 * 4 * (128 + 144))
+    monkeypatch.setattr(native, "WINOGRAD_CHUNK_BYTES", 3 * 16 * 4 * (128 + 144))
+    assert is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+    monkeypatch.setattr(native, "WINOGRAD_BLOCK_BYTES", 3 * 25 * 4 * (64 + 80))
+    assert is_the_convolution(layers_conv2d, WINOGRAD_4X4_CASES[0], 4)
+
+
+@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
+@pytest.mark.parametrize("size", [3, 4])
 @pytest.mark.parametrize("plant", ["input gradient with the unflipped kernel", "patch one row off",
                                    "a transform entry's sign", "weight gradient's output tiles one column off"])
-def test_planted_winograd_bugs_are_caught(plant, monkeypatch):
+def test_planted_winograd_bugs_are_caught(plant, size, monkeypatch):
     if plant == "weight gradient's output tiles one column off":
+        if size == 4:
+            pytest.skip("the 4x4 weight gradient is oneDNN's")
         weight_gradient = native.winograd_weight_gradient
-        monkeypatch.setattr(native, "winograd_weight_gradient", lambda x, grad, padding: weight_gradient(
-            x, grad.roll(1, 3), padding))
+        monkeypatch.setattr(native, "winograd_weight_gradient", lambda x, grad, size, padding: weight_gradient(
+            x, grad.roll(1, 3), size, padding))
     elif plant == "input gradient with the unflipped kernel":  # in and out swapped, positions not permuted
-        monkeypatch.setattr(native, "flipped_transform", lambda transformed: [m.t() for m in transformed])
+        monkeypatch.setattr(native, "input_gradient_transform", lambda weight, transformed: native.Transformed(
+            transformed.tensor, transformed.order, True))
     elif plant == "patch one row off":
         winograd = native.winograd
         monkeypatch.setattr(native, "winograd", lambda x, transformed, bias, padding, relu=False: winograd(
             x.roll(1, 2), transformed, bias, padding, relu))
     else:
-        weight_of, signs = native.winograd_weight, torch.tensor([1.0] * 5 + [-1.0] + [1.0] * 10).view(16, 1, 1)
-        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * signs)
-    assert not is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+        weight_of, positions = native.winograd_weight, (size + 1) ** 2
+        signs = torch.tensor([1.0] * 5 + [-1.0] + [1.0] * (positions - 6)).view(positions, 1, 1)
+        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs)._replace(
+            tensor=weight_of(*args, **kwargs).tensor * signs))
+    case = WINOGRAD_CASES[0] if size == 3 else WINOGRAD_4X4_CASES[0]
+    assert not is_the_convolution(layers_conv2d, case, size)
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
 def test_the_flipped_transform_is_the_flipped_kernels_transform_bit_for_bit():
     """The input gradient's kernels come from the forward's transform, its positions permuted (G J = P G)."""
     weight = nhwc(torch.randn(48, 32, 3, 3) * torch.logspace(-3, 3, 48).view(48, 1, 1, 1))
-    direct = native.winograd_weight(weight.flip(2, 3).transpose(0, 1))
-    permuted = native.flipped_transform(native.winograd_weight(weight))
+    direct = native.winograd_weight(weight.flip(2, 3).transpose(0, 1)).matrices()
+    permuted = native.input_gradient_transform(weight, native.winograd_weight(weight)).matrices()
     assert all(same_bits(direct[position], permuted[position]) for position in range(16))
-    assert not same_bits(direct[0], native.winograd_weight(weight)[0].t())  # the permutation matters
+    assert not same_bits(direct[0], native.winograd_weight(weight).matrices()[0].t())  # the permutation matters
 
 
 def test_the_direct_convolution_passes_the_winograd_check(monkeypatch):
@@ -334,13 +386,16 @@ def test_the_direct_convolution_passes_the_winograd_check(monkeypatch):
     threshold run): it asks for the convolution's values, not one algorithm's bits."""
     monkeypatch.setattr(native, "winograd_applies", lambda *args: False)
     assert is_the_convolution(layers_conv2d, WINOGRAD_CASES[0])
+    assert is_the_convolution(layers_conv2d, WINOGRAD_4X4_CASES[0], 4)
 
 
 @pytest.mark.parametrize("x_shape, weight_shape, stride, padding, dilation, groups", [
-    ((2, 96, 8, 8), (128, 96, 3, 3), 1, (1, 1), 1, 1),  # All-CNN-C's 96 channels: below the threshold
-    ((2, 128, 8, 8), (64, 128, 3, 3), 1, (1, 1), 1, 1),  # 64 outputs
+    ((2, 48, 8, 8), (128, 48, 3, 3), 1, (1, 1), 1, 1),  # 48 channels: below the threshold
+    ((2, 128, 8, 8), (32, 128, 3, 3), 1, (1, 1), 1, 1),  # 32 outputs
+    ((2, 64, 8, 8), (64, 64, 4, 4), 1, (1, 1), 1, 1),  # 4x4 with an odd output size (the VAE's 7x7 layer)
+    ((2, 64, 8, 8), (64, 64, 4, 4), 1, (4, 4), 1, 1),  # 4x4 padded past the patch
+    ((2, 64, 8, 8), (64, 64, 5, 5), 1, (2, 2), 1, 1),  # 5x5
     ((2, 128, 8, 8), (128, 128, 3, 3), 2, (1, 1), 1, 1),  # stride 2
-    ((2, 128, 8, 8), (128, 128, 5, 5), 1, (2, 2), 1, 1),  # 5x5
     ((2, 128, 8, 8), (128, 128, 3, 3), 1, (0, 1), 1, 1),  # other padding per axis
     ((2, 128, 8, 8), (128, 128, 3, 3), 1, (3, 3), 1, 1),  # padding past the patch
     ((2, 128, 8, 8), (128, 128, 3, 3), 1, (1, 1), 2, 1),  # dilated
@@ -410,7 +465,8 @@ def test_the_max_pool_gradient_is_itself_differentiable_as_atens(monkeypatch):
 
 
 def test_a_3c3d_hessian_vector_product_is_the_same_with_and_without_the_kernel(monkeypatch):
-    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart)
+    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # the pool alone (the dense layers round apart,
+    monkeypatch.setattr(native, "winograd_applies", lambda *args: False)  # and so do the 3x3 convolutions)
     torch.manual_seed(0)
     model = PROBLEMS["cifar10_3c3d"].model().train()
     images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
@@ -892,7 +948,8 @@ def _kernel_outputs() -> list[torch.Tensor]:
     convolved = native.winograd(images, native.winograd_weight(kernels), torch.linspace(-1, 1, 32), 1, relu=True)
     return [native.philox_bits(1_003, key=5), native.dropout_mask(values.detach(), 0.4, 1 / 0.6, key=9),
             activated.detach(), activation_grad, pooled.detach(), pool_grad, convolved,
-            native.winograd_weight_gradient(images, inputs("normal", (2, 32, 7, 9)), 1)]
+            native.winograd_weight_gradient(images, inputs("normal", (2, 32, 7, 9)), 3, 1),
+            native.winograd(images, native.winograd_weight(inputs("normal", (32, 48, 4, 4))), None, 2)]
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
@@ -908,6 +965,6 @@ def test_every_vector_width_gives_the_same_bits(march, monkeypatch):
                                          for flag in native.FLAGS))
     monkeypatch.setattr(native, "_library", lambda: other)
     for name, ours, theirs in zip(("words", "mask", "activation", "its gradient", "pool", "its gradient",
-                                   "winograd convolution", "its weight gradient"),
+                                   "winograd convolution", "its weight gradient", "4x4 winograd convolution"),
                                   expected, _kernel_outputs()):
         assert same_bits(ours, theirs), f"{name} differs when built for -march={march}"

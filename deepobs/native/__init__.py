@@ -21,11 +21,12 @@
   machine runs faster for the shape, timed at its first use (`product_choices()`): the same bits.
   Not where MKL runs its AVX2 branch on a non-Intel CPU (deepobs/mkl_paths.py): MKL is faster there.
 - `winograd` (C, `winograd.c`, and MKL's products): 3x3 stride-1 convolutions with at least 128 channels
-  in and out as Winograd F(2x2, 3x3), forward, input gradient and weight gradient, training and evaluation
+  in and out as Winograd F(2x2, 3x3), 4x4 ones with at least 64 as F(2x2, 4x4) (the VAE's, its stride-1
+  transposed convolutions included), forward, input gradient and weight gradient, training and evaluation
   (eager, or one opaque op in a compiled graph; kernels transformed once an evaluation pass in a
-  FrozenWeights block). 2.25x fewer multiplications than oneDNN's direct convolution; 1.3-1.8x faster at
-  those shapes here, and its round-off against float64 2-4x smaller (tests/test_native.py). Not bit-identical
-  to oneDNN's: chosen by a rule on the shape (`winograd_applies`), never by a timing.
+  FrozenWeights block). 2.25x (3x3) and 2.56x (4x4) fewer multiplications than oneDNN's direct convolution;
+  its round-off against float64 2-4x smaller (3x3) or ~4x larger (4x4) than oneDNN's (tests/test_native.py).
+  Not bit-identical to oneDNN's: chosen by a rule on the shape (`winograd_applies`), never by a timing.
 - `dropout_mask` (C, `dropout.c`): the dropout layer's mask, its uniform draws from Philox4x32-10 (the
   counter-based generator TF's dropout uses; the words match TF's own) on every thread, instead of torch's
   one serial mt19937 stream (9.5 ns a number). Same rule (keep `1 / (1 - p)` where u >= p); the draws are
@@ -118,7 +119,7 @@ def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
     for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask,
                      library.act_dropout_forward, library.act_dropout_backward, library.winograd_weight,
-                     library.winograd_input, library.winograd_output, library.winograd_output_gradient,
+                     library.winograd_input, library.winograd_forward, library.winograd_output_gradient,
                      library.winograd_weight_gradient):
         function.restype = None
     return library
@@ -413,7 +414,9 @@ class FrozenWeights:
     def packed(self, weight: torch.Tensor, rows: int) -> torch.Tensor:
         return self._reused(weight, "inner product", lambda w: torch.ops.mkldnn._reorder_linear_weight(w, rows))
 
-    def winograd(self, weight: torch.Tensor) -> torch.Tensor:
+    def winograd(self, weight: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        if flip:
+            return self._reused(weight, "winograd flipped", lambda w: winograd_weight(flipped(w)))
         return self._reused(weight, "winograd", winograd_weight)
 
 
@@ -524,72 +527,123 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> to
     return x.new_empty((x.shape[0], weight.shape[0]))
 
 
-# Winograd F(2x2, 3x3) (winograd.c): a 3x3 stride-1 convolution as 16 matrix products of transformed tiles,
-# 2.25x fewer multiplications than the direct convolution. Where both channel counts are at least
-# WINOGRAD_MIN_CHANNELS it ran 1.3-1.8x faster than oneDNN's direct convolution here (Zen 5, both
-# threads; VGG's 256 -> 256 at 56x56, batch 16: 124 -> 78 ms, 512 -> 512 at 28x28: 121 -> 69 ms; WRN's
-# 128 -> 128 at 16x16, batch 128: 20.0 -> 15.0 ms); with 64 or 96 input channels it ran 0.3-1.2x (VGG's
-# 64 -> 64 at 224x224: 130 -> 172 ms). A rule on the shape, not a timing: the two round differently, and
-# a model's bits must not depend on a timing race. Its round-off against float64 was 2-4x below the direct
-# convolution's on every shape measured (docs/benchmarks.md); the parity audit's tolerances hold for it.
-WINOGRAD_MIN_CHANNELS = 128
-WINOGRAD_CHUNK_BYTES = 64 << 20  # the transformed tiles and their products, per chunk of tiles
+# Winograd F(2x2, 3x3) and F(2x2, 4x4) (winograd.c): a 3x3 or 4x4 stride-1 convolution as 16 or 25 matrix
+# products of transformed tiles, 2.25x or 2.56x fewer multiplications than the direct convolution, each block of
+# tiles transformed, multiplied and transformed back in one core's cache. Where both channel counts are at least
+# WINOGRAD_MIN_CHANNELS it ran faster than oneDNN's direct convolution here (Zen 5, both threads, forward,
+# interleaved calls: 3x3 VGG's 64 -> 64 at 224x224, batch 16, x1.33, 256 -> 256 at 56x56 x1.84, 512 -> 512 at
+# 14x14 x1.60; All-CNN-C's 96 -> 96 at 16x16, batch 128, x1.58; WRN's 128 -> 128 at 16x16 x1.69; 4x4: the VAE's
+# 64 -> 64 at 14x14, batch 64, x1.27-1.56). A rule on the shape, not a timing: the two round differently, and a
+# model's bits must not depend on a timing race. The 3x3's round-off against float64 was 2-4x below the direct
+# convolution's on every shape measured, the 4x4's ~4x above it (its fifth interpolation point;
+# docs/benchmarks.md); the parity audit's tolerances hold for both.
+WINOGRAD_MIN_CHANNELS = {3: 64, 4: 64}  # kernel size -> the fewest channels in and out
+# The weight gradient by Winograd (unblocked: three passes over the batch) only for 3x3 kernels with this many
+# channels and more tiles than input channels (`winograd_weight_gradient_pays`); oneDNN's elsewhere.
+WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS = 128
+WINOGRAD_CHUNK_BYTES = 64 << 20  # the weight gradient's transformed tiles and products, per chunk of tiles
 
 
 def winograd_applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> bool:
-    """Does the convolution run as Winograd F(2x2, 3x3): float32 on the CPU, a 3x3 kernel at stride 1, the
-    same zero padding (0-2) on every side, both channel counts at least WINOGRAD_MIN_CHANNELS and whole
-    vectors? Under torch.compile only without gradients (an opaque op in the graph)."""
+    """Does the convolution run as Winograd: float32 on the CPU, a 3x3 or 4x4 kernel at stride 1, the same zero
+    padding (0 to kernel - 1) on every side, both channel counts at least WINOGRAD_MIN_CHANNELS[kernel] and whole
+    vectors, and for a 4x4 kernel whole 2x2 tiles (an even output size: the VAE's 7x7 layer, whose tiles compute
+    64 outputs for its 49, ran x0.99 forward and x0.81 input gradient)? Under torch.compile only without
+    gradients (an opaque op in the graph). Needs MKL's sgemm in torch's library."""
     pair = torch.nn.modules.utils._pair
     outputs, inputs = weight.shape[:2]
+    size = weight.shape[-1]
     return (_enabled and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 4
-            and tuple(weight.shape[2:]) == (3, 3) and groups == 1 and pair(stride) == (1, 1)
-            and pair(dilation) == (1, 1) and not isinstance(padding, str) and len(set(pair(padding))) == 1
-            and 0 <= pair(padding)[0] <= 2 and min(outputs, inputs) >= WINOGRAD_MIN_CHANNELS
+            and size in WINOGRAD_MIN_CHANNELS and tuple(weight.shape[2:]) == (size, size) and groups == 1
+            and pair(stride) == (1, 1) and pair(dilation) == (1, 1) and not isinstance(padding, str)
+            and len(set(pair(padding))) == 1 and 0 <= pair(padding)[0] < size
+            and min(outputs, inputs) >= WINOGRAD_MIN_CHANNELS[size]
+            and (size == 3 or all((extent + 2 * pair(padding)[0] - size + 1) % 2 == 0 for extent in x.shape[2:]))
             and outputs % CHANNEL_MULTIPLE == 0 and inputs % CHANNEL_MULTIPLE == 0
             and not (torch.compiler.is_compiling() and torch.is_grad_enabled())
-            and (torch.compiler.is_compiling() or _built()))
+            and (torch.compiler.is_compiling() or (_built() and _sgemm() is not None)))
 
 
-# G J = P G (J reverses a kernel's rows or columns, P swaps positions 0 and 3): the flipped kernels' transforms
-# are the kernels' own, their 4x4 positions permuted so.
+class Transformed(NamedTuple):
+    """A convolution's kernels as Winograd takes them: position p's [in, out] matrix is `tensor[order[p]]`, or
+    where `transposed` that matrix transposed (`tensor[order[p]]` is then [out, in])."""
+    tensor: torch.Tensor  # [(r + 1)^2, ., .]
+    order: tuple[int, ...]
+    transposed: bool
+
+    def matrices(self) -> list[torch.Tensor]:
+        return [self.tensor[p].t() if self.transposed else self.tensor[p] for p in self.order]
+
+
+# F(2x2, 3x3): G J = P G (J reverses a kernel's rows or columns, P swaps positions 0 and 3), so the flipped
+# kernels' transforms are the kernels' own, their 4x4 positions permuted so. F(2x2, 4x4)'s points (0, 1, -1, 2)
+# are not closed under x -> 1/x: its flipped kernels are transformed anew.
 FLIPPED_POSITIONS = (3, 1, 2, 0)
 
 
-def flipped_transform(transformed: torch.Tensor) -> list[torch.Tensor]:
-    """The transform of the flipped kernels with in and out swapped (the convolution that gives a convolution's
-    input gradient), from `winograd_weight(weight)`'s result without a transform or a copy: 16 views [out, in]
-    holding the values `winograd_weight(weight.flip(2, 3).transpose(0, 1))` computes."""
-    return [transformed[4 * FLIPPED_POSITIONS[a] + FLIPPED_POSITIONS[b]].t() for a in range(4) for b in range(4)]
+def flipped(weight: torch.Tensor) -> torch.Tensor:
+    """The kernels of a convolution's input gradient: flipped, in and out swapped."""
+    return weight.flip(2, 3).transpose(0, 1)
 
 
-def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
-    """G g G^T of each kernel of weight [out, in, 3, 3], as [16, in, out]."""
+def input_gradient_transform(weight: torch.Tensor, transformed: Transformed) -> Transformed:
+    """The transform of `flipped(weight)` (the convolution that gives a convolution's input gradient), given
+    `winograd_weight(weight)`: for a 3x3 kernel the same tensor, its positions permuted and read transposed (no
+    transform, no copy; the values `winograd_weight(flipped(weight))` computes); for a 4x4 that transform."""
+    if weight.shape[-1] != 3:
+        return winograd_weight(flipped(weight))
+    order = tuple(4 * FLIPPED_POSITIONS[a] + FLIPPED_POSITIONS[b] for a in range(4) for b in range(4))
+    return Transformed(transformed.tensor, order, True)
+
+
+def winograd_weight(weight: torch.Tensor) -> Transformed:
+    """G g G^T of each kernel of weight [out, in, r, r] (r = 3 or 4), as [(r + 1)^2, in, out]."""
+    size = weight.shape[-1]
     kernels = weight.permute(2, 3, 1, 0).detach().contiguous()
-    transformed = kernels.new_empty((16, *kernels.shape[2:]))
-    _library().winograd_weight(_pointer(kernels), _pointer(transformed), ctypes.c_int64(kernels[0, 0].numel()))
-    return transformed
+    transformed = kernels.new_empty(((size + 1) ** 2, *kernels.shape[2:]))
+    _library().winograd_weight(*_long(size), _pointer(kernels), _pointer(transformed),
+                               *_long(kernels[0, 0].numel()))
+    return Transformed(transformed, tuple(range(len(transformed))), False)
 
 
-def winograd(x: torch.Tensor, transformed, bias: torch.Tensor | None, padding: int,
+WINOGRAD_BLOCK_BYTES = 1 << 20  # a block's transformed tiles and products: half this CPU's 2 MB L2 a core
+
+
+def winograd(x: torch.Tensor, transformed: Transformed, bias: torch.Tensor | None, padding: int,
              relu: bool = False) -> torch.Tensor:
-    """The convolution of x (NCHW, any layout) with the kernels `winograd_weight` transformed (a [16, in, out]
-    tensor or 16 [in, out] matrices), zero-padded by `padding` on every side, + bias, then ReLU where asked;
-    channels_last. In chunks of tiles, so the transformed tiles never take more than WINOGRAD_CHUNK_BYTES."""
+    """The convolution of x (NCHW, any layout) with the kernels `transformed`, zero-padded by `padding` on every
+    side, + bias, then ReLU where asked; channels_last. Block by block of tiles, each transformed, multiplied
+    and transformed back in one core's cache (winograd.c)."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
-    outputs = transformed[0].shape[1]
-    tiling = _tiling(x, padding, outputs)
+    positions = len(transformed.order)
+    size, (inputs, outputs) = math.isqrt(positions) - 1, transformed.matrices()[0].shape
+    tiling = _tiling(x, size, padding, outputs)
+    block = max(1, min(128, WINOGRAD_BLOCK_BYTES // (positions * 4 * (inputs + outputs))))
     out = torch.empty((x.shape[0], outputs, tiling.out_height, tiling.out_width), dtype=x.dtype,
                       memory_format=torch.channels_last)
+    scratch = x.new_empty(_library().winograd_threads() * positions * (block * (inputs + outputs) + 2 * SLAB_PAD))
     bias = None if bias is None else bias.detach().contiguous()  # kept alive while the kernels read it
-    bias_pointer = None if bias is None else _pointer(bias)
-    for first, last, inputs, products in _transformed_chunks(x, padding, tiling, outputs):
-        for position in range(16):
-            torch.mm(inputs[position], transformed[position], out=products[position])
-        _library().winograd_output(_pointer(products), bias_pointer, _pointer(out),
-                                   *_long(tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns),
-                                   ctypes.c_int(relu), *_long(first, last))
+    tensor = transformed.tensor.contiguous()
+    matrices = (ctypes.c_void_p * positions)(*(tensor[p].data_ptr() for p in transformed.order))
+    _library().winograd_forward(*_long(size), _sgemm(), _pointer(x), matrices, ctypes.c_int(transformed.transposed),
+                                None if bias is None else _pointer(bias), _pointer(out), _pointer(scratch),
+                                *_long(x.shape[2], x.shape[3], inputs, outputs, padding, padding, tiling.out_height,
+                                       tiling.out_width, tiling.rows, tiling.columns, tiling.tiles, block),
+                                ctypes.c_int(relu))
     return out
+
+
+SLAB_PAD = 16  # winograd.c's
+
+
+@functools.cache
+def _sgemm() -> ctypes.c_void_p | None:
+    """MKL's Fortran sgemm in torch's own library (the products inside winograd.c), or None."""
+    try:
+        function = ctypes.CDLL(str(Path(torch.__file__).with_name("lib") / "libtorch_cpu.so")).sgemm_
+    except (OSError, AttributeError):
+        return None
+    return ctypes.cast(function, ctypes.c_void_p)
 
 
 class _Tiling(NamedTuple):
@@ -601,85 +655,98 @@ class _Tiling(NamedTuple):
     chunk: int  # tiles a chunk
 
 
-def _tiling(x: torch.Tensor, padding: int, outputs: int) -> _Tiling:
-    """The 2x2 output tiles of a convolution of x (NCHW) with `outputs` channels, and how many go in a chunk."""
+def _tiling(x: torch.Tensor, size: int, padding: int, outputs: int) -> _Tiling:
+    """The 2x2 output tiles of a convolution of x (NCHW) with `outputs` size x size kernels, and how many go in a
+    chunk."""
     (n, channels, height, width) = x.shape
-    out_height, out_width = height + 2 * padding - 2, width + 2 * padding - 2
+    out_height, out_width = height + 2 * padding - size + 1, width + 2 * padding - size + 1
     rows, columns = -(-out_height // 2), -(-out_width // 2)
     tiles = n * rows * columns
-    chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // (16 * 4 * (channels + outputs))))
+    chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // ((size + 1) ** 2 * 4 * (channels + outputs))))
     return _Tiling(out_height, out_width, rows, columns, tiles, chunk)
 
 
-def _transformed_chunks(x: torch.Tensor, padding: int, tiling: _Tiling, outputs: int):
-    """For each chunk of tiles: (first tile, last + 1, the chunk's transformed input tiles [16, tiles, in],
-    a buffer [16, tiles, outputs]); both buffers are reused from chunk to chunk."""
-    (_, channels, height, width), chunk = x.shape, tiling.chunk
-    tile_inputs, tile_outputs = x.new_empty(16 * chunk * channels), x.new_empty(16 * chunk * outputs)
+def _transformed_chunks(x: torch.Tensor, size: int, padding: int, tiling: _Tiling, outputs: int):
+    """For each chunk of tiles: (first tile, last + 1, the chunk's transformed input tiles [(size + 1)^2, tiles,
+    in], a buffer [(size + 1)^2, tiles, outputs]); both buffers are reused from chunk to chunk."""
+    (_, channels, height, width), chunk, positions = x.shape, tiling.chunk, (size + 1) ** 2
+    tile_inputs, tile_outputs = x.new_empty(positions * chunk * channels), x.new_empty(positions * chunk * outputs)
     geometry = _long(height, width, channels, padding, padding, tiling.rows, tiling.columns)
     for first in range(0, tiling.tiles, chunk):
         last = min(tiling.tiles, first + chunk)
-        inputs = tile_inputs[:16 * (last - first) * channels].view(16, last - first, channels)
-        _library().winograd_input(_pointer(x), _pointer(inputs), *geometry, *_long(first, last))
-        yield first, last, inputs, tile_outputs[:16 * (last - first) * outputs].view(16, last - first, outputs)
+        inputs = tile_inputs[:positions * (last - first) * channels].view(positions, last - first, channels)
+        _library().winograd_input(*_long(size), _pointer(x), _pointer(inputs), *geometry, *_long(first, last))
+        yield first, last, inputs, tile_outputs[:positions * (last - first) * outputs].view(
+            positions, last - first, outputs)
 
 
 def _pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(tensor.data_ptr())
 
 
-def winograd_weight_gradient_pays(x: torch.Tensor, padding: int) -> bool:
-    """Is the weight gradient faster by Winograd: do the tiles outnumber the input channels? With few tiles
-    its fixed part (the 16 C x K products' outputs and their transform back) outweighs what the products
-    save. Here: VGG's 512 -> 512 at 14x14, batch 16 (784 tiles), 37.4 -> 25.2 ms; WRN-40-4's 256 -> 256 at
-    8x8, batch 16 (256 tiles), 2.80 -> 3.33 ms, its 128 -> 128 at 16x16 (1,024 tiles) 3.39 -> 2.21 ms."""
-    return _tiling(x, padding, 0).tiles > x.shape[1]
+def winograd_weight_gradient_pays(x: torch.Tensor, weight: torch.Tensor, padding: int) -> bool:
+    """Is the weight gradient faster by Winograd: a 3x3 kernel, WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS, and more
+    tiles than input channels? With few tiles its fixed part (the C x K products' outputs and their transform back)
+    outweighs what the products save. Here: VGG's 512 -> 512 at 14x14, batch 16 (784 tiles), 37.4 -> 25.2 ms;
+    WRN-40-4's 256 -> 256 at 8x8, batch 16 (256 tiles), 2.80 -> 3.33 ms, its 128 -> 128 at 16x16 (1,024 tiles)
+    3.39 -> 2.21 ms; the VAE's 4x4 64 -> 64 at 14x14 (3,136 tiles) 4.7 -> 5.5 ms, with 10x oneDNN's round-off."""
+    size = weight.shape[-1]
+    return (size == 3 and min(weight.shape[:2]) >= WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS
+            and _tiling(x, size, padding, 0).tiles > x.shape[1])
 
 
-def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, padding: int) -> torch.Tensor:
-    """The weight gradient [out, in, 3, 3] (channels_last) of the convolution of x zero-padded by `padding`,
-    given its output gradient `grad`, by the same transforms (winograd.c): 16 products of the transformed
-    input tiles with the transformed output gradients, summed over the tiles, in chunks of tiles."""
+def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, size: int, padding: int) -> torch.Tensor:
+    """The weight gradient [out, in, size, size] (channels_last) of the convolution of x zero-padded by
+    `padding`, given its output gradient `grad`, by the same transforms (winograd.c): the products of the
+    transformed input tiles with the transformed output gradients, summed over the tiles, in chunks of tiles."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
     grad = grad.detach().contiguous(memory_format=torch.channels_last)
     channels, outputs = x.shape[1], grad.shape[1]
-    tiling = _tiling(x, padding, outputs)
-    summed = x.new_zeros((16, channels, outputs))
-    for first, last, inputs, gradients in _transformed_chunks(x, padding, tiling, outputs):
-        _library().winograd_output_gradient(_pointer(grad), _pointer(gradients), *_long(
+    tiling = _tiling(x, size, padding, outputs)
+    summed = x.new_zeros(((size + 1) ** 2, channels, outputs))
+    for first, last, inputs, gradients in _transformed_chunks(x, size, padding, tiling, outputs):
+        _library().winograd_output_gradient(*_long(size), _pointer(grad), _pointer(gradients), *_long(
             tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns, first, last))
-        for position in range(16):
+        for position in range(len(summed)):
             summed[position].addmm_(inputs[position].t(), gradients[position])
-    weight_grad = torch.empty((outputs, channels, 3, 3), dtype=x.dtype, memory_format=torch.channels_last)
-    _library().winograd_weight_gradient(_pointer(summed), _pointer(weight_grad), *_long(channels, outputs))
+    weight_grad = torch.empty((outputs, channels, size, size), dtype=x.dtype, memory_format=torch.channels_last)
+    _library().winograd_weight_gradient(*_long(size), _pointer(summed), _pointer(weight_grad),
+                                        *_long(channels, outputs))
     return weight_grad
 
 
 def winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-                  relu: bool = False) -> torch.Tensor:
-    """conv2d (+ ReLU) without gradients as Winograd F(2x2, 3x3); inside a FrozenWeights block each kernel is
-    transformed once a pass. Compiled, one opaque op."""
+                  relu: bool = False, flip: bool = False) -> torch.Tensor:
+    """conv2d (+ ReLU) without gradients as Winograd, with the kernels `weight`, or `flipped(weight)` where
+    `flip` (a stride-1 transposed convolution's); inside a FrozenWeights block each kernel is transformed once
+    a pass. Compiled, one opaque op."""
     if torch.compiler.is_compiling():
-        return _winograd_conv_op(x, weight, bias, padding, relu)
-    return _winograd_conv_eager(x, weight, bias, padding, relu)
+        return _winograd_conv_op(x, weight, bias, padding, relu, flip)
+    return _winograd_conv_eager(x, weight, bias, padding, relu, flip)
 
 
 def _winograd_conv_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-                         relu: bool) -> torch.Tensor:
-    if not _built():  # a graph compiled where the library built, run where it did not
-        out = torch.nn.functional.conv2d(x, weight, bias, padding=padding)
+                         relu: bool, flip: bool) -> torch.Tensor:
+    if not _built() or _sgemm() is None:  # a graph compiled where the library built, run where it did not
+        out = torch.nn.functional.conv2d(x, flipped(weight) if flip else weight, bias, padding=padding)
         return torch.relu(out) if relu else out
-    transformed = winograd_weight(weight) if _frozen is None else _frozen.winograd(weight)
+    if _frozen is not None:
+        transformed = _frozen.winograd(weight, flip)
+    else:
+        transformed = winograd_weight(flipped(weight) if flip else weight)
     return winograd(x, transformed, bias, padding, relu)
 
 
 @torch.library.custom_op("deepobs::winograd_conv", mutates_args=())
 def _winograd_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,
-                      relu: bool) -> torch.Tensor:
-    return _winograd_conv_eager(x, weight, bias, padding, relu)
+                      relu: bool, flip: bool) -> torch.Tensor:
+    return _winograd_conv_eager(x, weight, bias, padding, relu, flip)
 
 
 @_winograd_conv_op.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int, relu: bool) -> torch.Tensor:
-    size = (x.shape[0], weight.shape[0], x.shape[2] + 2 * padding - 2, x.shape[3] + 2 * padding - 2)
+def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int, relu: bool,
+      flip: bool) -> torch.Tensor:
+    reach = weight.shape[-1] - 1
+    size = (x.shape[0], weight.shape[1 if flip else 0], x.shape[2] + 2 * padding - reach,
+            x.shape[3] + 2 * padding - reach)
     return x.new_empty(size).contiguous(memory_format=torch.channels_last)
