@@ -615,16 +615,17 @@ def winograd(x: torch.Tensor, transformed: Transformed, bias: torch.Tensor | Non
     side, + bias, then ReLU where asked; channels_last. Block by block of tiles, each transformed, multiplied
     and transformed back in one core's cache (winograd.c)."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
-    positions = len(transformed.order)
-    size, (inputs, outputs) = math.isqrt(positions) - 1, transformed.matrices()[0].shape
+    positions, tensor = len(transformed.order), transformed.tensor.contiguous()
+    size = math.isqrt(positions) - 1
+    inputs, outputs = reversed(tensor.shape[1:]) if transformed.transposed else tensor.shape[1:]
     tiling = _tiling(x, size, padding, outputs)
     block = max(1, min(128, WINOGRAD_BLOCK_BYTES // (positions * 4 * (inputs + outputs))))
     out = torch.empty((x.shape[0], outputs, tiling.out_height, tiling.out_width), dtype=x.dtype,
                       memory_format=torch.channels_last)
     scratch = x.new_empty(_library().winograd_threads() * positions * (block * (inputs + outputs) + 2 * SLAB_PAD))
     bias = None if bias is None else bias.detach().contiguous()  # kept alive while the kernels read it
-    tensor = transformed.tensor.contiguous()
-    matrices = (ctypes.c_void_p * positions)(*(tensor[p].data_ptr() for p in transformed.order))
+    base, matrix_bytes = tensor.data_ptr(), inputs * outputs * tensor.element_size()
+    matrices = (ctypes.c_void_p * positions)(*(base + p * matrix_bytes for p in transformed.order))
     _library().winograd_forward(*_long(size), _sgemm(), _pointer(x), matrices, ctypes.c_int(transformed.transposed),
                                 None if bias is None else _pointer(bias), _pointer(out), _pointer(scratch),
                                 *_long(x.shape[2], x.shape[3], inputs, outputs, padding, padding, tiling.out_height,
