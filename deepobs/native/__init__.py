@@ -119,7 +119,7 @@ def _build_and_load(flags: tuple[str, ...] = FLAGS) -> ctypes.CDLL:
         raise NativeBuildError(f"{type(error).__name__}: {error}".splitlines()[0]) from None
     for function in (library.max_pool_forward, library.max_pool_backward, library.philox_bits, library.dropout_mask,
                      library.act_dropout_forward, library.act_dropout_backward, library.winograd_weight,
-                     library.winograd_input, library.winograd_forward, library.winograd_output_gradient,
+                     library.winograd_forward, library.winograd_weight_sums,
                      library.winograd_weight_gradient):
         function.restype = None
     return library
@@ -538,10 +538,6 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> to
 # convolution's on every shape measured, the 4x4's ~4x above it (its fifth interpolation point;
 # docs/benchmarks.md); the parity audit's tolerances hold for both.
 WINOGRAD_MIN_CHANNELS = {3: 64, 4: 64}  # kernel size -> the fewest channels in and out
-# The weight gradient by Winograd (unblocked: three passes over the batch) only for 3x3 kernels with this many
-# channels and more tiles than input channels (`winograd_weight_gradient_pays`); oneDNN's elsewhere.
-WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS = 128
-WINOGRAD_CHUNK_BYTES = 64 << 20  # the weight gradient's transformed tiles and products, per chunk of tiles
 
 
 def winograd_applies(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, groups: int) -> bool:
@@ -618,7 +614,7 @@ def winograd(x: torch.Tensor, transformed: Transformed, bias: torch.Tensor | Non
     positions, tensor = len(transformed.order), transformed.tensor.contiguous()
     size = math.isqrt(positions) - 1
     inputs, outputs = reversed(tensor.shape[1:]) if transformed.transposed else tensor.shape[1:]
-    tiling = _tiling(x, size, padding, outputs)
+    tiling = _tiling(x, size, padding)
     block = max(1, min(128, WINOGRAD_BLOCK_BYTES // (positions * 4 * (inputs + outputs))))
     out = torch.empty((x.shape[0], outputs, tiling.out_height, tiling.out_width), dtype=x.dtype,
                       memory_format=torch.channels_last)
@@ -653,32 +649,14 @@ class _Tiling(NamedTuple):
     rows: int  # of tiles
     columns: int
     tiles: int
-    chunk: int  # tiles a chunk
 
 
-def _tiling(x: torch.Tensor, size: int, padding: int, outputs: int) -> _Tiling:
-    """The 2x2 output tiles of a convolution of x (NCHW) with `outputs` size x size kernels, and how many go in a
-    chunk."""
-    (n, channels, height, width) = x.shape
+def _tiling(x: torch.Tensor, size: int, padding: int) -> _Tiling:
+    """The 2x2 output tiles of a stride-1 convolution of x (NCHW) with size x size kernels."""
+    (n, _, height, width) = x.shape
     out_height, out_width = height + 2 * padding - size + 1, width + 2 * padding - size + 1
     rows, columns = -(-out_height // 2), -(-out_width // 2)
-    tiles = n * rows * columns
-    chunk = max(1, min(tiles, WINOGRAD_CHUNK_BYTES // ((size + 1) ** 2 * 4 * (channels + outputs))))
-    return _Tiling(out_height, out_width, rows, columns, tiles, chunk)
-
-
-def _transformed_chunks(x: torch.Tensor, size: int, padding: int, tiling: _Tiling, outputs: int):
-    """For each chunk of tiles: (first tile, last + 1, the chunk's transformed input tiles [(size + 1)^2, tiles,
-    in], a buffer [(size + 1)^2, tiles, outputs]); both buffers are reused from chunk to chunk."""
-    (_, channels, height, width), chunk, positions = x.shape, tiling.chunk, (size + 1) ** 2
-    tile_inputs, tile_outputs = x.new_empty(positions * chunk * channels), x.new_empty(positions * chunk * outputs)
-    geometry = _long(height, width, channels, padding, padding, tiling.rows, tiling.columns)
-    for first in range(0, tiling.tiles, chunk):
-        last = min(tiling.tiles, first + chunk)
-        inputs = tile_inputs[:positions * (last - first) * channels].view(positions, last - first, channels)
-        _library().winograd_input(*_long(size), _pointer(x), _pointer(inputs), *geometry, *_long(first, last))
-        yield first, last, inputs, tile_outputs[:positions * (last - first) * outputs].view(
-            positions, last - first, outputs)
+    return _Tiling(out_height, out_width, rows, columns, n * rows * columns)
 
 
 def _pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
@@ -686,30 +664,37 @@ def _pointer(tensor: torch.Tensor) -> ctypes.c_void_p:
 
 
 def winograd_weight_gradient_pays(x: torch.Tensor, weight: torch.Tensor, padding: int) -> bool:
-    """Is the weight gradient faster by Winograd: a 3x3 kernel, WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS, and more
-    tiles than input channels? With few tiles its fixed part (the C x K products' outputs and their transform back)
-    outweighs what the products save. Here: VGG's 512 -> 512 at 14x14, batch 16 (784 tiles), 37.4 -> 25.2 ms;
-    WRN-40-4's 256 -> 256 at 8x8, batch 16 (256 tiles), 2.80 -> 3.33 ms, its 128 -> 128 at 16x16 (1,024 tiles)
-    3.39 -> 2.21 ms; the VAE's 4x4 64 -> 64 at 14x14 (3,136 tiles) 4.7 -> 5.5 ms, with 10x oneDNN's round-off."""
-    size = weight.shape[-1]
-    return (size == 3 and min(weight.shape[:2]) >= WINOGRAD_WEIGHT_GRADIENT_MIN_CHANNELS
-            and _tiling(x, size, padding, 0).tiles > x.shape[1])
+    """Is the weight gradient faster by Winograd: more tiles than input channels, and at least
+    WINOGRAD_GRADIENT_MIN_TILES? With few tiles its fixed part (the C x K sums and their transform back)
+    outweighs what the products save. Here (interleaved calls, oneDNN -> Winograd): VGG's 512 -> 512 at 14x14,
+    batch 16 (784 tiles), 41.7 -> 33.9 ms; WRN-40-4's 128 -> 128 at 16x16 (1,024 tiles) 3.14 -> 1.98 ms, its
+    256 -> 256 at 8x8 (256 tiles) 3.44 -> 4.44 ms; 128 -> 144 at 13x13, batch 4 (196 tiles), 0.84 -> 0.91 ms."""
+    tiles = _tiling(x, weight.shape[-1], padding).tiles
+    return tiles > x.shape[1] and tiles >= WINOGRAD_GRADIENT_MIN_TILES
+
+
+WINOGRAD_GRADIENT_MIN_TILES = 512
+WINOGRAD_GRADIENT_BLOCK = 128  # tiles: larger than the forward's blocks, so that each block's products amortise
+# reading and writing a thread's C x K sums (VGG's 512 -> 512 at 14x14: 16-tile blocks 60 ms, 128-tile 34 ms)
 
 
 def winograd_weight_gradient(x: torch.Tensor, grad: torch.Tensor, size: int, padding: int) -> torch.Tensor:
     """The weight gradient [out, in, size, size] (channels_last) of the convolution of x zero-padded by
     `padding`, given its output gradient `grad`, by the same transforms (winograd.c): the products of the
-    transformed input tiles with the transformed output gradients, summed over the tiles, in chunks of tiles."""
+    transformed input tiles with the transformed output gradients, summed over the tiles block by block into
+    each thread's sums, those added in thread order, then transformed back."""
     x = x.detach().contiguous(memory_format=torch.channels_last)
     grad = grad.detach().contiguous(memory_format=torch.channels_last)
-    channels, outputs = x.shape[1], grad.shape[1]
-    tiling = _tiling(x, size, padding, outputs)
-    summed = x.new_zeros(((size + 1) ** 2, channels, outputs))
-    for first, last, inputs, gradients in _transformed_chunks(x, size, padding, tiling, outputs):
-        _library().winograd_output_gradient(*_long(size), _pointer(grad), _pointer(gradients), *_long(
-            tiling.out_height, tiling.out_width, outputs, tiling.rows, tiling.columns, first, last))
-        for position in range(len(summed)):
-            summed[position].addmm_(inputs[position].t(), gradients[position])
+    (channels, outputs), positions = (x.shape[1], grad.shape[1]), (size + 1) ** 2
+    tiling, threads = _tiling(x, size, padding), _library().winograd_threads()
+    sums = x.new_zeros((threads, positions, channels, outputs))
+    scratch = x.new_empty(threads * positions * (WINOGRAD_GRADIENT_BLOCK * (channels + outputs) + 2 * SLAB_PAD))
+    _library().winograd_weight_sums(*_long(size), _sgemm(), _pointer(x), _pointer(grad), _pointer(sums),
+                                    _pointer(scratch), *_long(x.shape[2], x.shape[3], channels, outputs, padding,
+                                                              padding, tiling.out_height, tiling.out_width,
+                                                              tiling.rows, tiling.columns, tiling.tiles,
+                                                              WINOGRAD_GRADIENT_BLOCK))
+    summed = sums.sum(0)
     weight_grad = torch.empty((outputs, channels, size, size), dtype=x.dtype, memory_format=torch.channels_last)
     _library().winograd_weight_gradient(*_long(size), _pointer(summed), _pointer(weight_grad),
                                         *_long(channels, outputs))

@@ -4,22 +4,22 @@
  * An r x r convolution's outputs in 2x2 tiles: each tile is A^T [(G g G^T) (.) (B^T d B)] A, d the tile's n x n
  * input patch (n = r + 1), g the kernel (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
  * 2016). Summed over input channels the elementwise product becomes n^2 matrix products, one per position of the
- * transformed tile: [tiles x C] @ [C x K]. Those run on MKL (deepobs/native/__init__.py); here are the
- * transforms around them. For a tile's 4 outputs the products do 16 multiplications where the direct 3x3
- * convolution does 36 (2.25x fewer), 25 where the 4x4 does 64 (2.56x). B^T and A^T hold small integers, applied
- * in float32; G holds fractions, applied in double precision to the kernels (once a step, or once an
- * evaluation pass) and rounded once.
+ * transformed tile: [tiles x C] @ [C x K]. For a tile's 4 outputs they do 16 multiplications where the direct
+ * 3x3 convolution does 36 (2.25x fewer), 25 where the 4x4 does 64 (2.56x). B^T and A^T hold small integers,
+ * applied in float32; G holds fractions, applied in double precision to the kernels (once a step, or once an
+ * evaluation pass) and rounded once. The products run on MKL's sgemm (torch's, passed in by
+ * deepobs/native/__init__.py), one thread's block of tiles at a time, between the transforms of that block.
  *
  * The matrices: F(2x2, 3x3) interpolates at 0, 1, -1 and infinity (Lavin and Gray's); F(2x2, 4x4) at 0, 1, -1,
  * 2 and infinity (Toom-Cook, B^T's and G's second rows negated), the points whose products round least of the
  * sets with one more point tried (2, -2, 1/2, -1/2: 1.65e-6 to 2.0e-6 of the largest output of a 64-channel
  * layer against float64; docs/benchmarks.md).
  *
- * Layouts: the input x is N x H x W x C; the transformed input for the tiles [t0, t1) is n^2 slabs of
- * (t1 - t0) x C; the products n^2 slabs of (t1 - t0) x K; the output N x Ho x Wo x K. Tile t is image
- * t / (th tw), tile row (t / tw) % th, tile column t % tw; its patch starts at row 2 i - top, column 2 j - left,
- * zeros outside the input. The caller guarantees C % 16 == 0, K % 16 == 0 and r in {3, 4}; every exported
- * function takes r first.
+ * Layouts: the input x is N x H x W x C, the output N x Ho x Wo x K. A block's transformed tiles are n^2 slabs
+ * of block x C, its products n^2 slabs of block x K, each slab SLAB_PAD floats past the one before. Tile t is
+ * image t / (th tw), tile row (t / tw) % th, tile column t % tw; its patch starts at row 2 i - top, column
+ * 2 j - left, zeros outside the input. The caller guarantees C % 16 == 0, K % 16 == 0 and r in {3, 4}; every
+ * exported function takes r first.
  */
 #pragma GCC optimize("fp-contract=off")  /* the kernels' transform: the same bits with and without FMA */
 #include <omp.h>
@@ -145,21 +145,7 @@ INLINE void input_tile(int n, const float *x, float *out, int64_t slab, int64_t 
     }
 }
 
-INLINE void input_tiles(int n, const float *x, float *v, int64_t h, int64_t w, int64_t c, int64_t top,
-                        int64_t left, int64_t th, int64_t tw, int64_t t0, int64_t t1) {
-    int64_t slab = (t1 - t0) * c;
-    #pragma omp parallel for schedule(static)
-    for (int64_t t = t0; t < t1; t++)
-        TILE_SIZE(n, input_tile(N, x, v + (t - t0) * c, slab, h, w, c, top, left, place_of(t, th, tw)));
-}
-
-void winograd_input(int64_t r, const float *x, float *v, int64_t h, int64_t w, int64_t c, int64_t top,
-                    int64_t left, int64_t th, int64_t tw, int64_t t0, int64_t t1) {
-    if (r == 3) input_tiles(4, x, v, h, w, c, top, left, th, tw, t0, t1);
-    else input_tiles(5, x, v, h, w, c, top, left, th, tw, t0, t1);
-}
-
-/* y = A^T m A (+ bias, then ReLU where asked) for the tiles [t0, t1). */
+/* Tile t's outputs y = A^T m A (+ bias, then ReLU where asked) from its products at in + (n r + q) slab. */
 INLINE void output_tile(int n, const float *in, int64_t slab, const float *bias, float *y, int64_t ho,
                         int64_t wo, int64_t k, int with_relu, tile_place place) {
     for (int64_t ch = 0; ch < k; ch += LANES) {
@@ -178,8 +164,8 @@ INLINE void output_tile(int n, const float *in, int64_t slab, const float *bias,
 }
 
 /* The weight gradient, by the same transforms: with M = sum over input channels of U (.) V and Y = A^T M A,
- * dM = A dY A^T per tile, dU = sum over tiles of V (.) dM (n^2 products [C x tiles] @ [tiles x K], on MKL), and
- * dg = G^T dU G. Here dM for the tiles [t0, t1) (n^2 slabs of (t1 - t0) x K; outputs past the edge are 0). */
+ * dM = A dY A^T per tile, dU = sum over tiles of V (.) dM (n^2 products [C x tiles] @ [tiles x K]), and
+ * dg = G^T dU G. Here tile t's dM, written at out + (n a + b) slab (outputs past the edge are 0). */
 INLINE void output_gradient_tile(int n, const float *dy, float *out, int64_t slab, int64_t ho, int64_t wo, int64_t k,
                                  tile_place place) {
     const float *given[2][2];
@@ -193,20 +179,6 @@ INLINE void output_gradient_tile(int n, const float *dy, float *out, int64_t sla
         for (int a = 0; a < n; a++)
             for (int b = 0; b < n; b++) store(out + (n * a + b) * slab + ch, spread[a][b]);
     }
-}
-
-INLINE void output_gradient_tiles(int n, const float *dy, float *dm, int64_t ho, int64_t wo, int64_t k, int64_t th,
-                                  int64_t tw, int64_t t0, int64_t t1) {
-    int64_t slab = (t1 - t0) * k;
-    #pragma omp parallel for schedule(static)
-    for (int64_t t = t0; t < t1; t++)
-        TILE_SIZE(n, output_gradient_tile(N, dy, dm + (t - t0) * k, slab, ho, wo, k, place_of(t, th, tw)));
-}
-
-void winograd_output_gradient(int64_t r, const float *dy, float *dm, int64_t ho, int64_t wo, int64_t k,
-                              int64_t th, int64_t tw, int64_t t0, int64_t t1) {
-    if (r == 3) output_gradient_tiles(4, dy, dm, ho, wo, k, th, tw, t0, t1);
-    else output_gradient_tiles(5, dy, dm, ho, wo, k, th, tw, t0, t1);
 }
 
 /* dg = G^T dU G for each of the C x K kernels; du is n^2 slabs of C x K, dg is written K x r x r x C (the
@@ -284,4 +256,39 @@ void winograd_forward(int64_t r, void *gemm, const float *x, const float *const 
                       int64_t block, int with_relu) {
     forward_tiles(r + 1, (sgemm_fn)gemm, x, u, transposed, bias, y, scratch, h, w, c, k, top, left, ho, wo, th, tw,
                   tiles, block, with_relu);
+}
+
+/* The weight gradient's sums dU = sum over tiles of V (.) dM, block by block of tiles as forward_tiles: each
+ * thread transforms a block's input tiles (V) and output gradients (dM = A dY A^T) into its scratch and adds
+ * the block's n^2 products V^T dM [C x block] @ [block x K] into its own sums, du + thread x n^2 x C x K (zeroed
+ * by the caller, who adds the threads' sums in order). scratch as forward_tiles'. */
+INLINE void weight_sum_tiles(int n, sgemm_fn gemm, const float *x, const float *dy, float *du, float *scratch,
+                             int64_t h, int64_t w, int64_t c, int64_t k, int64_t top, int64_t left, int64_t ho,
+                             int64_t wo, int64_t th, int64_t tw, int64_t tiles, int64_t block) {
+    #pragma omp parallel
+    {
+        int64_t vslab = block * c + SLAB_PAD, mslab = block * k + SLAB_PAD, thread = omp_get_thread_num();
+        float *v = scratch + thread * n * n * (vslab + mslab), *dm = v + n * n * vslab;
+        float *sums = du + thread * n * n * c * k;
+        #pragma omp for schedule(static)
+        for (int64_t first = 0; first < tiles; first += block) {
+            int64_t count = tiles - first < block ? tiles - first : block;
+            for (int64_t t = first; t < first + count; t++) {
+                tile_place place = place_of(t, th, tw);
+                TILE_SIZE(n, input_tile(N, x, v + (t - first) * c, vslab, h, w, c, top, left, place));
+                TILE_SIZE(n, output_gradient_tile(N, dy, dm + (t - first) * k, mslab, ho, wo, k, place));
+            }
+            const int rows = (int)count, inner = (int)c, cols = (int)k;
+            const float one = 1;
+            for (int p = 0; p < n * n; p++)  /* column-major: sums^T [K x C] += dM^T [K x count] @ V [count x C] */
+                gemm("N", "T", &cols, &inner, &rows, &one, dm + p * mslab, &cols, v + p * vslab, &inner, &one,
+                     sums + p * c * k, &cols);
+        }
+    }
+}
+
+void winograd_weight_sums(int64_t r, void *gemm, const float *x, const float *dy, float *du, float *scratch,
+                          int64_t h, int64_t w, int64_t c, int64_t k, int64_t top, int64_t left, int64_t ho,
+                          int64_t wo, int64_t th, int64_t tw, int64_t tiles, int64_t block) {
+    weight_sum_tiles(r + 1, (sgemm_fn)gemm, x, dy, du, scratch, h, w, c, k, top, left, ho, wo, th, tw, tiles, block);
 }
