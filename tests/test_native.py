@@ -288,23 +288,14 @@ def layers_conv2d(x, weight, bias, padding):
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
-@pytest.mark.parametrize("case", WINOGRAD_CASES)
-def test_the_winograd_convolution_and_its_gradients_are_the_convolutions(case):
+@pytest.mark.parametrize("size, case", [(3, case) for case in WINOGRAD_CASES] + [(4, case) for case in WINOGRAD_4X4_CASES])
+def test_the_winograd_convolution_and_its_gradients_are_the_convolutions(size, case):
     n, inputs_, outputs, height, width, padding = case
-    x, weight = torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 3, 3)
+    x, weight = torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, size, size)
     assert native.winograd_applies(x, weight, 1, (padding, padding), 1, 1)
-    assert native.winograd_weight_gradient_pays(x, weight, padding) == (case == WINOGRAD_CASES[0])
-    assert is_the_convolution(layers_conv2d, case)
-
-
-@pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")
-@pytest.mark.parametrize("case", WINOGRAD_4X4_CASES)
-def test_the_4x4_winograd_convolution_and_its_gradients_are_the_convolutions(case):
-    n, inputs_, outputs, height, width, padding = case
-    x, weight = torch.empty(n, inputs_, height, width), torch.empty(outputs, inputs_, 4, 4)
-    assert native.winograd_applies(x, weight, 1, (padding, padding), 1, 1)
-    assert native.winograd_weight_gradient_pays(x, weight, padding) == (case == WINOGRAD_4X4_CASES[0])
-    assert is_the_convolution(layers_conv2d, case, 4)
+    first = (WINOGRAD_CASES if size == 3 else WINOGRAD_4X4_CASES)[0]
+    assert native.winograd_weight_gradient_pays(x, weight, padding) == (case == first)
+    assert is_the_convolution(layers_conv2d, case, size)
 
 
 @pytest.mark.skipif(native.status() != "built", reason="the kernels are not built here")

@@ -603,6 +603,7 @@ def winograd_weight(weight: torch.Tensor) -> Transformed:
 
 
 WINOGRAD_BLOCK_BYTES = 1 << 20  # a block's transformed tiles and products: half this CPU's 2 MB L2 a core
+SLAB_PAD = 16  # winograd.c's floats between a block's slabs
 
 
 def winograd(x: torch.Tensor, transformed: Transformed, bias: torch.Tensor | None, padding: int,
@@ -628,9 +629,6 @@ def winograd(x: torch.Tensor, transformed: Transformed, bias: torch.Tensor | Non
                                        tiling.out_width, tiling.rows, tiling.columns, tiling.tiles, block),
                                 ctypes.c_int(relu))
     return out
-
-
-SLAB_PAD = 16  # winograd.c's
 
 
 @functools.cache
