@@ -344,8 +344,8 @@ def test_planted_winograd_bugs_are_caught(plant, size, monkeypatch):
         monkeypatch.setattr(native, "winograd_weight_gradient", lambda x, grad, size, padding: weight_gradient(
             x, grad.roll(1, 3), size, padding))
     elif plant == "input gradient with the unflipped kernel":  # in and out swapped, positions not permuted
-        monkeypatch.setattr(native, "input_gradient_transform", lambda weight, transformed: native.Transformed(
-            transformed.tensor, transformed.order, True))
+        monkeypatch.setattr(native, "input_gradient_transform",
+                            lambda weight, transformed: transformed.transpose(1, 2).contiguous())
     elif plant == "patch one row off":
         winograd = native.winograd
         monkeypatch.setattr(native, "winograd", lambda x, transformed, bias, padding, relu=False: winograd(
@@ -353,8 +353,7 @@ def test_planted_winograd_bugs_are_caught(plant, size, monkeypatch):
     else:
         weight_of, positions = native.winograd_weight, (size + 1) ** 2
         signs = torch.tensor([1.0] * 5 + [-1.0] + [1.0] * (positions - 6)).view(positions, 1, 1)
-        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs)._replace(
-            tensor=weight_of(*args, **kwargs).tensor * signs))
+        monkeypatch.setattr(native, "winograd_weight", lambda *args, **kwargs: weight_of(*args, **kwargs) * signs)
     case = WINOGRAD_CASES[0] if size == 3 else WINOGRAD_4X4_CASES[0]
     assert not is_the_convolution(layers_conv2d, case, size)
 
@@ -363,10 +362,10 @@ def test_planted_winograd_bugs_are_caught(plant, size, monkeypatch):
 def test_the_flipped_transform_is_the_flipped_kernels_transform_bit_for_bit():
     """The input gradient's kernels come from the forward's transform, its positions permuted (G J = P G)."""
     weight = nhwc(torch.randn(48, 32, 3, 3) * torch.logspace(-3, 3, 48).view(48, 1, 1, 1))
-    direct = native.winograd_weight(weight.flip(2, 3).transpose(0, 1)).matrices()
-    permuted = native.input_gradient_transform(weight, native.winograd_weight(weight)).matrices()
-    assert all(same_bits(direct[position], permuted[position]) for position in range(16))
-    assert not same_bits(direct[0], native.winograd_weight(weight).matrices()[0].t())  # the permutation matters
+    direct = native.winograd_weight(weight.flip(2, 3).transpose(0, 1))
+    permuted = native.input_gradient_transform(weight, native.winograd_weight(weight))
+    assert same_bits(direct, permuted)
+    assert not same_bits(direct[0], native.winograd_weight(weight)[0].t())  # the permutation matters
 
 
 def test_the_direct_convolution_passes_the_winograd_check(monkeypatch):

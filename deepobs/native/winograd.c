@@ -222,10 +222,10 @@ int winograd_threads(void) { return omp_get_max_threads(); }
 /* The whole convolution, block by block of tiles: each thread transforms a block's input tiles into its own
  * scratch (n^2 slabs of block x C), multiplies each slab by its position's transformed kernels into its products
  * (n^2 slabs of block x K) and transforms those into y, so that a block's tiles stay in the core's cache (2.2x
- * faster than the three passes over the whole batch at the VAE's 64 channels). Position p's kernels are u[p], a
- * C x K matrix, or where `transposed` the K x C matrix u[p] read transposed. scratch holds winograd_threads() x
+ * faster than the three passes over the whole batch at the VAE's 64 channels). u is n^2 slabs of C x K, the
+ * transformed kernels. scratch holds winograd_threads() x
  * n^2 x (block x (C + K) + 2 SLAB_PAD) floats. Each block's products are the same whichever thread runs it. */
-INLINE void forward_tiles(int n, sgemm_fn gemm, const float *x, const float *const *u, int transposed,
+INLINE void forward_tiles(int n, sgemm_fn gemm, const float *x, const float *u,
                           const float *bias, float *y, float *scratch, int64_t h, int64_t w, int64_t c, int64_t k,
                           int64_t top, int64_t left, int64_t ho, int64_t wo, int64_t th, int64_t tw, int64_t tiles,
                           int64_t block, int with_relu) {
@@ -238,11 +238,11 @@ INLINE void forward_tiles(int n, sgemm_fn gemm, const float *x, const float *con
             int64_t count = tiles - first < block ? tiles - first : block;
             for (int64_t t = first; t < first + count; t++)
                 TILE_SIZE(n, input_tile(N, x, v + (t - first) * c, vslab, h, w, c, top, left, place_of(t, th, tw)));
-            const int rows = (int)count, inner = (int)c, cols = (int)k, lead = transposed ? inner : cols;
+            const int rows = (int)count, inner = (int)c, cols = (int)k;
             const float one = 1, zero = 0;
-            for (int p = 0; p < n * n; p++)
-                gemm(transposed ? "T" : "N", "N", &cols, &rows, &inner, &one, u[p], &lead, v + p * vslab, &inner,
-                     &zero, m + p * mslab, &cols);
+            for (int p = 0; p < n * n; p++)  /* column-major: m^T [K x count] = u^T [K x C] @ v^T [C x count] */
+                gemm("N", "N", &cols, &rows, &inner, &one, u + p * c * k, &cols, v + p * vslab, &inner, &zero,
+                     m + p * mslab, &cols);
             for (int64_t t = first; t < first + count; t++)
                 TILE_SIZE(n, output_tile(N, m + (t - first) * k, mslab, bias, y, ho, wo, k, with_relu,
                                          place_of(t, th, tw)));
@@ -250,11 +250,11 @@ INLINE void forward_tiles(int n, sgemm_fn gemm, const float *x, const float *con
     }
 }
 
-void winograd_forward(int64_t r, void *gemm, const float *x, const float *const *u, int transposed,
+void winograd_forward(int64_t r, void *gemm, const float *x, const float *u,
                       const float *bias, float *y, float *scratch, int64_t h, int64_t w, int64_t c, int64_t k,
                       int64_t top, int64_t left, int64_t ho, int64_t wo, int64_t th, int64_t tw, int64_t tiles,
                       int64_t block, int with_relu) {
-    forward_tiles(r + 1, (sgemm_fn)gemm, x, u, transposed, bias, y, scratch, h, w, c, k, top, left, ho, wo, th, tw,
+    forward_tiles(r + 1, (sgemm_fn)gemm, x, u, bias, y, scratch, h, w, c, k, top, left, ho, wo, th, tw,
                   tiles, block, with_relu);
 }
 
